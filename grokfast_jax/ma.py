@@ -1,0 +1,162 @@
+"""Grokfast-MA: amplify the windowed moving average of gradients."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from grokfast_jax import _common
+
+FILTER_TYPES = ("mean", "sum")
+
+
+class GrokfastMaState(NamedTuple):
+  """State of :func:`grokfast_ma`.
+
+  Attributes:
+    count: number of updates seen so far, an int32 scalar. The next update is
+      written to slot `count % window_size` of `window`.
+    window: ring buffer of the last `window_size` raw updates; each leaf has
+      shape `(window_size, *param.shape)` (zeros where not yet written).
+    total: running sum of `window`, a tree like the params.
+    total_err: rounding error of `total`, carried so that `total + total_err`
+      stays within a few ulps of the exact sum however long training runs.
+  """
+
+  count: jax.Array
+  window: optax.Updates
+  total: optax.Updates
+  total_err: optax.Updates
+
+
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`a + b` rounded, and its exact rounding error (Knuth's TwoSum)."""
+  s = a + b
+  b_virtual = s - a
+  err = (a - (s - b_virtual)) + (b - b_virtual)
+  return s, err
+
+
+def grokfast_ma(
+    window_size: int = 100,
+    lamb: _common.ScalarOrSchedule = 5.0,
+    *,
+    filter_type: Literal["mean", "sum"] = "mean",
+    warmup: bool = True,
+    accumulator_dtype: Optional[Any] = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Grokfast-MA: add an amplified moving average over a window of updates.
+
+  With :math:`g_t` the incoming update at call :math:`t = 1, 2, \dots`,
+  :math:`w` the window size and :math:`n_t = \min(t, w)`:
+
+  .. math::
+
+    S_t &= \sum_{i = t - n_t + 1}^{t} g_i, \qquad
+    a_t = S_t / n_t \ (\text{"mean"}) \ \text{ or } \ S_t \ (\text{"sum"}), \\
+    \hat g_t &= g_t + \lambda a_t ,
+
+  except that with `warmup=True` the update passes unchanged
+  (:math:`\hat g_t = g_t`) until the window is full (:math:`t < w`). This is
+  the PyTorch reference ``gradfilter_ma``.
+
+  Cost: the window is a ring buffer with a running sum, so a step reads and
+  writes one slot whatever `window_size` is (it is O(1) in the window, not
+  O(w) as in the reference, which re-sums the window each step). The running
+  sum is kept with its rounding error (compensated summation), so it matches a
+  fresh sum of the buffer to a few ulps after any number of steps. The state
+  holds `window_size + 2` copies of the params in `accumulator_dtype`: use a
+  bf16 `accumulator_dtype` to halve it for f32 params. Donate the optimizer
+  state to the jitted step (``jax.jit(step, donate_argnums=...)``): without
+  donation XLA must copy the whole buffer every step to keep the input alive.
+
+  Args:
+    window_size: number of most recent updates averaged, a static int >= 1.
+      Under :func:`optax.inject_hyperparams` pass
+      ``static_args=("window_size",)``.
+    lamb: amplification of the slow component, >= 0, a float or an Optax
+      schedule (a function of the step count). With `warmup=True`, a schedule
+      that is 0 for the first `k` steps reproduces the reference's two-stage
+      (``trigger=True`` for the first `k` steps) ablation.
+    filter_type: ``"mean"`` divides the window sum by its length, ``"sum"``
+      does not.
+    warmup: pass updates through unchanged until the window is full. With
+      `False`, average over the updates seen so far.
+    accumulator_dtype: dtype of the buffer and sums; `None` (default) uses
+      each param's dtype.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` whose state is a
+    :class:`GrokfastMaState`.
+
+  Raises:
+    ValueError: `window_size` not an int >= 1, `lamb` negative or not finite,
+      unknown `filter_type`, non-bool `warmup` or non-floating
+      `accumulator_dtype`.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, grokfast_jax as gj
+    >>> tx = optax.chain(gj.grokfast_ma(window_size=100, lamb=5.0),
+    ...                  optax.adam(1e-3))
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = tx.init(params)
+    >>> updates, state = tx.update({"w": jnp.ones(3)}, state, params)
+
+  References:
+    Lee et al., `Grokfast: Accelerated Grokking by Amplifying Slow Gradients
+    <https://arxiv.org/abs/2405.20233>`_, 2024.
+  """
+  w = _common.static_positive_int("window_size", window_size)
+  _common.check_in_range("lamb", lamb, lo=0.0, hi=float("inf"), hi_open=True)
+  if filter_type not in FILTER_TYPES:
+    raise ValueError(
+        f"filter_type must be one of {FILTER_TYPES}, got {filter_type!r}")
+  if not isinstance(warmup, bool):
+    raise ValueError(f"warmup must be a bool, got {warmup!r}")
+  accumulator_dtype = _common.canonical_dtype(accumulator_dtype)
+
+  def init_fn(params):
+    def zeros(p, lead=()):
+      return jnp.zeros(lead + jnp.shape(p),
+                       _common.state_dtype_for(p, accumulator_dtype))
+    return GrokfastMaState(
+        count=jnp.zeros([], jnp.int32),
+        window=_common.tree_map_none(lambda p: zeros(p, (w,)), params),
+        total=_common.tree_map_none(zeros, params),
+        total_err=_common.tree_map_none(zeros, params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    count = state.count
+    slot = count % w
+    seen = jnp.minimum(count + 1, w)  # length of the window after this step
+    apply = (count + 1 >= w) if warmup else jnp.asarray(True)
+    lam = _common.hyperparam(lamb, count)
+
+    def leaf(g, buf, total, err):
+      dt = _common.compute_dtype(buf.dtype, g.dtype)
+      new = g.astype(buf.dtype)  # exactly what the buffer will hold
+      old = jax.lax.dynamic_index_in_dim(buf, slot, 0, keepdims=False)
+      buf = jax.lax.dynamic_update_index_in_dim(buf, new, slot, 0)
+      # total + err tracks the exact buffer sum: add the new, drop the oldest.
+      t, e1 = _two_sum(total.astype(dt), new.astype(dt))
+      t, e2 = _two_sum(t, -old.astype(dt))
+      e = err.astype(dt) + e1 + e2
+      t, e = _two_sum(t, e)  # renormalize so |e| stays ~ulp(t)
+      window_sum = t + e
+      avg = window_sum / seen.astype(dt) if filter_type == "mean" else window_sum
+      out = jnp.where(apply, g.astype(dt) + jnp.asarray(lam, dt) * avg,
+                      g.astype(dt)).astype(g.dtype)
+      return out, buf, t.astype(total.dtype), e.astype(err.dtype)
+
+    quads = _common.tree_map_none(
+        leaf, updates, state.window, state.total, state.total_err)
+    out, window, total, total_err = _common.unzip_pairs(updates, quads, 4)
+    return out, GrokfastMaState(
+        count=optax.safe_increment(count), window=window, total=total,
+        total_err=total_err)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
