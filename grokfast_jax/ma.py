@@ -21,6 +21,10 @@ class GrokfastMaState(NamedTuple):
       written to slot `count % window_size` of `window`.
     window: ring buffer of the last `window_size` raw updates; each leaf has
       shape `(window_size, *param.shape)` (zeros where not yet written).
+    oldest: a copy of the entry the next update evicts, slot
+      `count % window_size` of `window` (zeros until the window is full). It
+      is read from the buffer *after* each write, so no step reads a buffer
+      it also updates: that lets XLA update the buffer in place.
     total: running sum of `window`, a tree like the params.
     total_err: rounding error of `total`, carried so that `total + total_err`
       stays within a few ulps of the exact sum however long training runs.
@@ -28,6 +32,7 @@ class GrokfastMaState(NamedTuple):
 
   count: jax.Array
   window: optax.Updates
+  oldest: optax.Updates
   total: optax.Updates
   total_err: optax.Updates
 
@@ -68,7 +73,7 @@ def grokfast_ma(
   O(w) as in the reference, which re-sums the window each step). The running
   sum is kept with its rounding error (compensated summation), so it matches a
   fresh sum of the buffer to a few ulps after any number of steps. The state
-  holds `window_size + 2` copies of the params in `accumulator_dtype`: use a
+  holds `window_size + 3` copies of the params in `accumulator_dtype`: use a
   bf16 `accumulator_dtype` to halve it for f32 params. Donate the optimizer
   state to the jitted step (``jax.jit(step, donate_argnums=...)``): without
   donation XLA must copy the whole buffer every step to keep the input alive.
@@ -125,6 +130,7 @@ def grokfast_ma(
     return GrokfastMaState(
         count=jnp.zeros([], jnp.int32),
         window=_common.tree_map_none(lambda p: zeros(p, (w,)), params),
+        oldest=_common.tree_map_none(zeros, params),
         total=_common.tree_map_none(zeros, params),
         total_err=_common.tree_map_none(zeros, params))
 
@@ -136,27 +142,33 @@ def grokfast_ma(
     apply = (count + 1 >= w) if warmup else jnp.asarray(True)
     lam = _common.hyperparam(lamb, count)
 
-    def leaf(g, buf, total, err):
+    def leaf(g, buf, oldest, total, err):
       dt = _common.compute_dtype(buf.dtype, g.dtype)
       new = g.astype(buf.dtype)  # exactly what the buffer will hold
-      old = jax.lax.dynamic_index_in_dim(buf, slot, 0, keepdims=False)
+      # Write, then read the next slot to evict from the updated buffer. A
+      # read of the evicted slot before the write would make XLA copy the
+      # whole buffer every step (even when donated) to keep the read valid.
       buf = jax.lax.dynamic_update_index_in_dim(buf, new, slot, 0)
+      next_oldest = jax.lax.dynamic_index_in_dim(
+          buf, (slot + 1) % w, 0, keepdims=False)
       # total + err tracks the exact buffer sum: add the new, drop the oldest.
       t, e1 = _two_sum(total.astype(dt), new.astype(dt))
-      t, e2 = _two_sum(t, -old.astype(dt))
-      e = err.astype(dt) + e1 + e2
-      t, e = _two_sum(t, e)  # renormalize so |e| stays ~ulp(t)
+      t, e2 = _two_sum(t, -oldest.astype(dt))
+      t, e = _two_sum(t, err.astype(dt) + e1 + e2)  # keep |e| ~ ulp(t)
       window_sum = t + e
       avg = window_sum / seen.astype(dt) if filter_type == "mean" else window_sum
       out = jnp.where(apply, g.astype(dt) + jnp.asarray(lam, dt) * avg,
                       g.astype(dt)).astype(g.dtype)
-      return out, buf, t.astype(total.dtype), e.astype(err.dtype)
+      return (out, buf, next_oldest, t.astype(total.dtype),
+              e.astype(err.dtype))
 
-    quads = _common.tree_map_none(
-        leaf, updates, state.window, state.total, state.total_err)
-    out, window, total, total_err = _common.unzip_pairs(updates, quads, 4)
+    leaves = _common.tree_map_none(
+        leaf, updates, state.window, state.oldest, state.total,
+        state.total_err)
+    out, window, oldest, total, total_err = _common.unzip_pairs(
+        updates, leaves, 5)
     return out, GrokfastMaState(
-        count=optax.safe_increment(count), window=window, total=total,
-        total_err=total_err)
+        count=optax.safe_increment(count), window=window, oldest=oldest,
+        total=total, total_err=total_err)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
