@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
+import zipfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -148,15 +149,18 @@ def load_mnist_npz(path: PathLike) -> Dataset:
   """
   path = Path(path)
   try:
-    with np.load(path, allow_pickle=False) as npz:
-      missing = [k for k in NPZ_KEYS if k not in npz.files]
-      if missing:
-        raise ValueError(
-            f"{path}: npz lacks keys {missing} (needs {list(NPZ_KEYS)}, "
-            f"has {sorted(npz.files)})")
-      arrays = {k: np.asarray(npz[k]) for k in NPZ_KEYS}
-  except (OSError, EOFError) as e:  # zipfile.BadZipFile is an OSError? no:
-    raise ValueError(f"{path}: cannot read as npz ({e})") from e
+    npz = np.load(path, allow_pickle=False)
+  except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path}: cannot read as an npz archive ({e})") from e
+  if not isinstance(npz, np.lib.npyio.NpzFile):
+    raise ValueError(f"{path}: holds a single array, not an npz archive")
+  with npz:
+    missing = [k for k in NPZ_KEYS if k not in npz.files]
+    if missing:
+      raise ValueError(
+          f"{path}: npz lacks keys {missing} (needs {list(NPZ_KEYS)}, "
+          f"has {sorted(npz.files)})")
+    arrays = {k: np.asarray(npz[k]) for k in NPZ_KEYS}
   return _from_arrays(arrays, source=str(path))
 
 

@@ -1,0 +1,476 @@
+"""Training loop and command line of the modular-arithmetic grokking task.
+
+One epoch (a reshuffle of the training split cut into batches of 512, the
+last partial batch kept) runs inside a single jitted function: a `lax.scan`
+over the epoch's batches, the permutation drawn on device, the last batch
+padded to full size with a mask so that its loss and gradient equal the
+unpadded mean. Params and optimizer state are donated. After each epoch the
+whole validation split is evaluated (also jitted), so steps to a target come
+in multiples of the number of updates per epoch (10 for p=97 at 0.5).
+
+Optimizer (the reference's): ``optax.chain(filter, add_decayed_weights(wd),
+scale_by_adam(0.9, 0.98, 1e-8), scale_by_learning_rate(lr * min(t/10, 1)))``
+-- the Grokfast filter sees the raw loss gradient, L2 weight decay is added
+after it (coupled, as ``torch.optim.Adam(weight_decay=...)``), and the first
+update has learning rate 0. ``--decoupled-wd`` moves the decay after Adam's
+scaling (AdamW).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import grokfast_jax as gj
+from grokfast_jax.experiments import common
+from grokfast_jax.experiments.modular import config as config_lib
+from grokfast_jax.experiments.modular import data as data_lib
+from grokfast_jax.experiments.modular.model import Transformer
+
+ModularConfig = config_lib.ModularConfig
+
+
+# ----------------------------------------------------------------- optimizer
+
+def lr_schedule(cfg: ModularConfig) -> optax.Schedule:
+  """``lr * min(update / warmup_steps, 1)``, update counted from 0."""
+  if cfg.warmup_steps == 0:
+    return optax.constant_schedule(cfg.lr)
+  return lambda count: cfg.lr * jnp.minimum(count / cfg.warmup_steps, 1.0)
+
+
+def grad_filter(cfg: ModularConfig) -> optax.GradientTransformation:
+  """The Grokfast filter of `cfg` (identity for "none")."""
+  if cfg.filter == "ema":
+    return gj.grokfast_ema(alpha=cfg.alpha, lamb=cfg.lamb)
+  if cfg.filter == "ma":
+    return gj.grokfast_ma(window_size=cfg.window_size, lamb=cfg.lamb)
+  return optax.identity()
+
+
+def make_optimizer(cfg: ModularConfig) -> optax.GradientTransformation:
+  """Filter, then Adam with coupled L2 (default) or decoupled weight decay."""
+  adam = optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps)
+  decay = optax.add_decayed_weights(cfg.weight_decay)
+  scale = optax.scale_by_learning_rate(lr_schedule(cfg))
+  if cfg.decoupled_wd:
+    return optax.chain(grad_filter(cfg), adam, decay, scale)
+  return optax.chain(grad_filter(cfg), decay, adam, scale)
+
+
+# ------------------------------------------------------------------- losses
+
+def batch_loss(logits: jax.Array, labels: jax.Array,
+               mask: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
+  """Mean cross-entropy and number of correct answers over unmasked rows.
+
+  Args:
+    logits: ``[b, vocab]``.
+    labels: ``[b]`` int.
+    mask: ``[b]`` 1 for real rows, 0 for padding; None means all real.
+
+  Returns:
+    ``(mean loss over real rows, count of correct real rows)``.
+  """
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  if mask is None:
+    return ce.mean(), correct.sum()
+  mask = mask.astype(jnp.float32)
+  return (ce * mask).sum() / mask.sum(), (correct * mask).sum()
+
+
+# --------------------------------------------------------------- the trainer
+
+@dataclasses.dataclass
+class Trainer:
+  """Jitted training and evaluation of one run (built by :func:`make_trainer`).
+
+  Attributes:
+    cfg: the settings.
+    train_epoch: ``(params, opt_state, key) -> (params, opt_state, metrics)``
+      runs one epoch; `metrics` holds the epoch's summed training loss
+      (weighted by batch size) and correct count, measured on each batch
+      before its update. Params and state are donated.
+    evaluate: ``(params, inputs, labels) -> (mean loss, accuracy)``.
+    params, opt_state: the current state.
+    graphdef: the model's structure (``nnx.merge(graphdef, params)``).
+    steps_per_epoch: updates per epoch.
+  """
+
+  cfg: ModularConfig
+  train_epoch: Callable
+  evaluate: Callable
+  params: Any
+  opt_state: Any
+  graphdef: Any
+  steps_per_epoch: int
+  train: data_lib.Split
+  val: data_lib.Split
+
+  def model(self) -> Transformer:
+    """The model with the current params."""
+    return nnx.merge(self.graphdef, self.params)
+
+
+def epoch_batches(key: jax.Array, n: int,
+                  batch_size: int) -> tuple[jax.Array, jax.Array]:
+  """A fresh permutation of ``range(n)`` cut into padded batches.
+
+  Args:
+    key: PRNG key of the epoch.
+    n: number of training examples.
+    batch_size: batch size.
+
+  Returns:
+    ``(indices, mask)``, both ``[ceil(n / batch_size), batch_size]``; padded
+    slots of the last batch point at example 0 with mask 0.
+  """
+  nb = -(-n // batch_size)
+  pad = nb * batch_size - n
+  perm = jax.random.permutation(key, n)
+  idx = jnp.concatenate([perm, jnp.zeros((pad,), perm.dtype)])
+  mask = jnp.concatenate([jnp.ones((n,), jnp.float32),
+                          jnp.zeros((pad,), jnp.float32)])
+  return idx.reshape(nb, batch_size), mask.reshape(nb, batch_size)
+
+
+def make_trainer(cfg: ModularConfig) -> Trainer:
+  """Builds the data, model, optimizer and jitted functions of a run.
+
+  Args:
+    cfg: the settings.
+
+  Returns:
+    A :class:`Trainer` holding the initial params and optimizer state.
+  """
+  train, val = data_lib.make_splits(cfg.op, cfg.p, cfg.train_fraction,
+                                    cfg.seed)
+  model = Transformer(data_lib.vocab_size(cfg.p), data_lib.SEQ_LEN,
+                      depth=cfg.depth, width=cfg.width, heads=cfg.heads,
+                      mlp_ratio=cfg.mlp_ratio, rngs=nnx.Rngs(cfg.seed))
+  graphdef, params = nnx.split(model, nnx.Param)
+  tx = make_optimizer(cfg)
+  opt_state = tx.init(params)
+  n_train = len(train.labels)
+  batch_size = min(cfg.batch_size, n_train)
+  steps_per_epoch = -(-n_train // batch_size)
+  train_x = jnp.asarray(train.inputs)
+  train_y = jnp.asarray(train.labels)
+
+  def loss_fn(p, x, y, m):
+    logits = nnx.merge(graphdef, p)(x)
+    loss, correct = batch_loss(logits, y, m)
+    return loss, correct
+
+  def step(carry, batch):
+    p, s = carry
+    idx, m = batch
+    (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        p, train_x[idx], train_y[idx], m)
+    updates, s = tx.update(grads, s, p)
+    p = optax.apply_updates(p, updates)
+    return (p, s), (loss * m.sum(), correct)
+
+  def train_epoch(p, s, key):
+    idx, mask = epoch_batches(key, n_train, batch_size)
+    (p, s), (losses, corrects) = jax.lax.scan(step, (p, s), (idx, mask))
+    return p, s, {"loss_sum": losses.sum(), "correct": corrects.sum()}
+
+  def evaluate(p, x, y):
+    loss, correct = batch_loss(nnx.merge(graphdef, p)(x), y)
+    return loss, correct / y.shape[0]
+
+  return Trainer(cfg=cfg, train_epoch=jax.jit(train_epoch,
+                                              donate_argnums=(0, 1)),
+                 evaluate=jax.jit(evaluate), params=params,
+                 opt_state=opt_state, graphdef=graphdef,
+                 steps_per_epoch=steps_per_epoch, train=train, val=val)
+
+
+def versions() -> dict[str, str]:
+  """Versions of Python and the libraries a result depends on."""
+  import flax
+  return {"python": platform.python_version(), "jax": jax.__version__,
+          "jaxlib": getattr(jax.lib, "__version__", jax.__version__),
+          "optax": optax.__version__, "flax": flax.__version__,
+          "grokfast_jax": gj.__version__, "numpy": np.__version__}
+
+
+def run(cfg: ModularConfig, *, progress: bool = True,
+        label: Optional[str] = None) -> dict[str, Any]:
+  """Trains one run and returns its results (see :func:`summarize`).
+
+  Runs whole epochs until `cfg.max_steps` updates are done (rounded up to a
+  whole epoch), or until the validation accuracy reaches `cfg.target` when
+  `cfg.stop_at_target`.
+
+  Args:
+    cfg: the settings.
+    progress: show a tqdm bar updated every epoch.
+    label: name shown on the bar (defaults to the filter).
+
+  Returns:
+    The results dict (settings, history, steps and seconds to 95%, finals,
+    backend, versions).
+  """
+  t0 = time.perf_counter()
+  trainer = make_trainer(cfg)
+  val_x, val_y = jnp.asarray(trainer.val.inputs), jnp.asarray(
+      trainer.val.labels)
+  n_train = len(trainer.train.labels)
+  n_epochs = -(-cfg.max_steps // trainer.steps_per_epoch)
+  base_key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
+  params, opt_state = trainer.params, trainer.opt_state
+  history: list[dict[str, Any]] = []
+  first_epoch_seconds = None
+  desc = label or (cfg.filter if cfg.filter != "none" else "baseline")
+  with common.progress_bar(n_epochs * trainer.steps_per_epoch, desc,
+                           disable=not progress) as bar:
+    for epoch in range(1, n_epochs + 1):
+      params, opt_state, m = trainer.train_epoch(
+          params, opt_state, jax.random.fold_in(base_key, epoch))
+      val_loss, val_acc = trainer.evaluate(params, val_x, val_y)
+      entry = {
+          "step": epoch * trainer.steps_per_epoch,
+          "epoch": epoch,
+          "train_loss": float(m["loss_sum"]) / n_train,
+          "train_acc": float(m["correct"]) / n_train,
+          "val_loss": float(val_loss),
+          "val_acc": float(val_acc),
+          "seconds": time.perf_counter() - t0,
+      }
+      if first_epoch_seconds is None:
+        first_epoch_seconds = entry["seconds"]
+      history.append(entry)
+      bar.update_to(entry)
+      if cfg.stop_at_target and entry["val_acc"] >= cfg.target:
+        break
+  trainer.params, trainer.opt_state = params, opt_state
+  return summarize(cfg, history, first_epoch_seconds,
+                   trainer.steps_per_epoch)
+
+
+def summarize(cfg: ModularConfig, history: list[dict[str, Any]],
+              first_epoch_seconds: Optional[float],
+              steps_per_epoch: int) -> dict[str, Any]:
+  """The results dict of a finished run.
+
+  Args:
+    cfg: the settings.
+    history: per-epoch entries.
+    first_epoch_seconds: wall time to the end of the first epoch (includes
+      building and compiling).
+    steps_per_epoch: updates per epoch.
+
+  Returns:
+    ``settings, steps_to_val_acc_95, seconds_to_val_acc_95, final, history,
+    steps_per_epoch, steps_per_second, seconds_total, backend, versions``.
+    `steps_per_second` excludes the first epoch (compilation).
+  """
+  step95, sec95 = common.steps_to_threshold(history, "val_acc", 0.95)
+  last = history[-1]
+  rate = None
+  if len(history) > 1 and first_epoch_seconds is not None:
+    dt = last["seconds"] - first_epoch_seconds
+    rate = (last["step"] - history[0]["step"]) / dt if dt > 0 else None
+  return {
+      "task": "modular",
+      "settings": dataclasses.asdict(cfg),
+      "steps_to_val_acc_95": step95,
+      "seconds_to_val_acc_95": sec95,
+      "final": {k: last[k] for k in ("step", "epoch", "train_loss",
+                                     "train_acc", "val_loss", "val_acc")},
+      "steps_per_epoch": steps_per_epoch,
+      "steps_per_second": rate,
+      "seconds_total": last["seconds"],
+      "seconds_first_epoch": first_epoch_seconds,
+      "backend": jax.default_backend(),
+      "devices": [str(d) for d in jax.devices()],
+      "versions": versions(),
+      "history": history,
+  }
+
+
+# ---------------------------------------------------------- command line
+
+def _positive_int(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text}")
+  return value
+
+
+def _add_task_args(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--op", default="*", choices=data_lib.OPS,
+                      help="operator of x op y mod p ('/' uses the modular "
+                      "inverse of y; default '*')")
+  parser.add_argument("--p", type=int, default=97,
+                      help="prime modulus >= 3 (default 97)")
+  parser.add_argument("--train-fraction", type=float, default=0.5,
+                      help="fraction of equations for training, in (0, 1) "
+                      "(default 0.5)")
+  parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+  parser.add_argument("--decoupled-wd", action="store_true",
+                      help="AdamW-style decoupled weight decay instead of "
+                      "coupled L2 added to the gradient")
+  parser.add_argument("--no-progress", action="store_true",
+                      help="no progress bar")
+
+
+def _add_filter_args(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--alpha", type=float, default=None,
+                      help="EMA momentum (default 0.98)")
+  parser.add_argument("--lamb", type=float, default=None,
+                      help="amplification (default: ema 2, ma 5)")
+  parser.add_argument("--window-size", type=_positive_int, default=None,
+                      help="MA window (default 100)")
+  parser.add_argument("--weight-decay", type=float, default=None,
+                      help="weight decay (default: none 0, ema 0.005, "
+                      "ma 0.01)")
+
+
+def _config_from_args(args: argparse.Namespace, filter: str,
+                      stop_at_target: bool) -> ModularConfig:
+  return config_lib.paper_config(
+      filter, alpha=args.alpha, lamb=args.lamb, window_size=args.window_size,
+      weight_decay=args.weight_decay, op=args.op, p=args.p,
+      train_fraction=args.train_fraction, decoupled_wd=args.decoupled_wd,
+      seed=args.seed, max_steps=args.max_steps, stop_at_target=stop_at_target)
+
+
+def run_label(filter: str) -> str:
+  """Display name of a filter's run: baseline, grokfast-ema, grokfast-ma."""
+  return "baseline" if filter == "none" else f"grokfast-{filter}"
+
+
+def describe(label: str, result: dict[str, Any]) -> str:
+  """One honest line: when 95% val acc was reached, or that it was not."""
+  step, sec = result["steps_to_val_acc_95"], result["seconds_to_val_acc_95"]
+  final = result["final"]
+  if step is not None:
+    return (f"{label} reached 95% val acc at step {step:,} ({sec:.0f} s, "
+            f"compile included); final val acc {final['val_acc']:.3f} at "
+            f"step {final['step']:,}")
+  return (f"{label} had not reached 95% val acc after {final['step']:,} "
+          f"steps (final val acc {final['val_acc']:.3f}, train acc "
+          f"{final['train_acc']:.3f})")
+
+
+def _save_run(out: Path, label: str, result: dict[str, Any]) -> None:
+  common.save_results(out, result)
+  common.plot_curves({label: result["history"]}, out / "curves.png",
+                     _title(result["settings"], label))
+
+
+def _title(settings: dict[str, Any], what: str) -> str:
+  return (f"x {settings['op']} y mod {settings['p']}, train fraction "
+          f"{settings['train_fraction']:g}, seed {settings['seed']}: {what}")
+
+
+def cmd_modular(args: argparse.Namespace) -> int:
+  """``grokfast-jax modular``: one run, results.json and curves.png in --out."""
+  cfg = _config_from_args(args, args.filter, args.stop_at_target)
+  label = run_label(cfg.filter)
+  result = run(cfg, progress=not args.no_progress, label=label)
+  out = Path(args.out)
+  _save_run(out, label, result)
+  print(describe(label, result))
+  print(f"wrote {out / 'results.json'} and {out / 'curves.png'}")
+  return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+  """``grokfast-jax compare``: baseline and Grokfast runs, same seed."""
+  filters = [f.strip() for f in args.filters.split(",") if f.strip()]
+  for f in filters:
+    if f not in config_lib.FILTERS:
+      raise ValueError(
+          f"--filters must list some of {config_lib.FILTERS}, got {f!r}")
+  if len(set(filters)) != len(filters):
+    raise ValueError(f"--filters lists a filter twice: {args.filters!r}")
+  if args.filter_args and len(filters) > 2:
+    pass  # overrides apply to every filtered run
+  out = Path(args.out)
+  results, lines = {}, []
+  print(f"comparing {', '.join(run_label(f) for f in filters)} on x "
+        f"{args.op} y mod {args.p} (train fraction {args.train_fraction:g}, "
+        f"seed {args.seed}), each for up to {args.max_steps:,} steps"
+        + (", stopping at 95% val acc" if args.stop_at_target else ""))
+  for f in filters:
+    cfg = _config_from_args(args, f, args.stop_at_target)
+    if f == "none" and args.weight_decay is not None:
+      cfg = dataclasses.replace(cfg, weight_decay=args.weight_decay)
+    label = run_label(f)
+    result = run(cfg, progress=not args.no_progress, label=label)
+    _save_run(out / f, label, result)
+    results[label] = result
+    lines.append(describe(label, result))
+    print(lines[-1])
+  summary = {label: {"steps_to_val_acc_95": r["steps_to_val_acc_95"],
+                     "seconds_to_val_acc_95": r["seconds_to_val_acc_95"],
+                     "final": r["final"]} for label, r in results.items()}
+  common.save_results(out, {"task": "modular-compare", "summary": summary,
+                            "summary_text": lines, "runs": results})
+  common.plot_curves({k: r["history"] for k, r in results.items()},
+                     out / "curves.png",
+                     _title(next(iter(results.values()))["settings"],
+                            " vs ".join(results)))
+  print("summary:")
+  for line in lines:
+    print("  " + line)
+  print(f"wrote {out / 'results.json'}, {out / 'curves.png'} and one "
+        f"results.json + curves.png per run under {out}/<filter>/")
+  return 0
+
+
+def add_parsers(subparsers: Any) -> None:
+  """Adds the ``modular`` and ``compare`` subcommands."""
+  p = subparsers.add_parser(
+      "modular", help="train one run on x op y mod p",
+      description="Train the 2-layer transformer on x op y mod p with an "
+      "optional Grokfast filter; writes OUT/results.json and OUT/curves.png.")
+  _add_task_args(p)
+  p.add_argument("--filter", default="ema", choices=config_lib.FILTERS,
+                 help="gradient filter (default ema)")
+  _add_filter_args(p)
+  p.add_argument("--max-steps", type=_positive_int, default=3000,
+                 help="updates to run, rounded up to whole epochs "
+                 "(default 3000)")
+  p.add_argument("--stop-at-target", action="store_true",
+                 help="stop at the first evaluation with val acc >= 95%%")
+  p.add_argument("--out", default="runs/modular",
+                 help="output directory (default runs/modular)")
+  p.set_defaults(func=cmd_modular)
+
+  c = subparsers.add_parser(
+      "compare", help="baseline vs Grokfast on x op y mod p, same seed",
+      description="Run the baseline and the Grokfast runs with the same seed "
+      "and settings; writes OUT/<filter>/{results.json,curves.png}, "
+      "OUT/results.json (all runs + summary) and OUT/curves.png (overlaid).")
+  _add_task_args(c)
+  c.add_argument("--filters", default="none,ema",
+                 help="comma-separated filters among none, ema, ma "
+                 "(default none,ema)")
+  _add_filter_args(c)
+  c.add_argument("--max-steps", type=_positive_int, default=2000,
+                 help="updates per run, rounded up to whole epochs "
+                 "(default 2000)")
+  c.add_argument("--stop-at-target", action="store_true",
+                 help="stop each run at its first evaluation with val acc "
+                 ">= 95%%")
+  c.add_argument("--out", default="runs/compare",
+                 help="output directory (default runs/compare)")
+  c.set_defaults(func=cmd_compare, filter_args=False)

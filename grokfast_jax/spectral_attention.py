@@ -1,0 +1,443 @@
+r"""Spectral Attention: a learnable low-/high-pass filter across training samples.
+
+Spectral Attention (Kang et al., NeurIPS 2024) keeps exponential moving
+averages (EMAs) of a feature over consecutive samples of a time series and
+lets the network mix the low-pass (EMA) and high-pass (feature minus EMA)
+parts with learnable per-position softmax weights. Inserted anywhere in a
+forecaster (usually on its input window) it gives the model access to
+long-range trends beyond the look-back window.
+
+With the feature :math:`F_t \in \mathbb{R}^{C \times L}` of sample :math:`t`,
+smoothing factors :math:`\alpha_1, \dots, \alpha_N` and EMAs
+:math:`M_{i,t} = \alpha_i M_{i,t-1} + (1 - \alpha_i) F_t`, the components are
+
+.. math::
+
+  S = [F - M_N, \dots, F - M_1, \tfrac12 F, M_1, \dots, M_N]
+
+and the output is :math:`2 \sum_k W_k \odot S_k` with
+:math:`W = \mathrm{softmax}_k(\Theta)`, :math:`\Theta \in
+\mathbb{R}^{C \times (2N+1) \times L}` initialised to
+:math:`\Theta_{c,k,l} = -(N - k)^2 / 4` (:math:`k = 0, \dots, 2N`). The
+initial weights are symmetric about :math:`k = N`, so the EMA terms cancel and
+the module starts as the identity. Equivalently, the output is
+
+.. math::
+
+  (2 \textstyle\sum_{k<N} W_k + W_N) \odot F
+  + \sum_{i=1}^N 2 (W_{N+i} - W_{N-i}) \odot M_i ,
+
+which is how it is computed here.
+
+Two modules:
+
+* :class:`SpectralAttention` takes one sample per call (the reference's
+  batch-size-1 ``Momentum``): the EMA is updated with the current sample and
+  then used, :math:`M_t` includes :math:`F_t`.
+* :class:`BatchedSpectralAttention` (BSA) takes a mini-batch of `B`
+  consecutive samples in time order (the reference's ``Momentum_batch`` /
+  ``Momentum_batch_learnable``). Sample `t` uses the EMA of the strictly
+  earlier samples (sample 0 the carried state), unrolled inside the batch in
+  closed form, so the loss of a later sample back-propagates into the features
+  of earlier samples of the same batch (BPTT).
+
+The carried EMA is a :class:`SpectralState` variable: part of
+``nnx.state(module)`` (and so of checkpoints) but not an ``nnx.Param``, so
+optimizers built with ``wrt=nnx.Param`` skip it. It never carries gradients.
+Call ``reset()`` at epoch boundaries and :func:`warm_up` over the preceding
+history before inference.
+
+References:
+  Bong Gyun Kang, Dongjun Lee, HyunGi Kim, DoHyun Chung, Sungroh Yoon,
+  "Introducing Spectral Attention for Long-Range Dependency in Time Series
+  Forecasting", NeurIPS 2024, arXiv:2410.20772.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+DEFAULT_ALPHAS = (0.9, 0.99, 0.999)
+
+
+class SpectralState(nnx.Variable):
+  """Carried (non-trainable) state of the Spectral Attention modules."""
+
+
+def _check_positive_int(name: str, value: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{name} must be a positive int (>= 1), got {value!r}")
+  return value
+
+
+def _check_alphas(alphas: Sequence[float]) -> tuple[float, ...]:
+  try:
+    values = tuple(float(a) for a in alphas)
+  except TypeError as e:
+    raise ValueError(
+        f"alphas must be a non-empty sequence of floats in (0, 1), got "
+        f"{alphas!r}") from e
+  if not values:
+    raise ValueError("alphas must be a non-empty sequence of floats in (0, 1),"
+                     " got an empty sequence")
+  for a in values:
+    if not (0.0 < a < 1.0) or math.isnan(a):
+      raise ValueError(f"each of alphas must lie in (0, 1), got {alphas!r}")
+  return values
+
+
+def _initial_logits(channels: int, n: int, length: int) -> jax.Array:
+  """Logits -(N - k)^2 / 4 for k = 0..2N, broadcast to (C, 2N+1, L)."""
+  k = jnp.arange(2 * n + 1, dtype=jnp.float32)
+  logits = -((n - k) ** 2) / 4.0
+  return jnp.broadcast_to(logits[None, :, None], (channels, 2 * n + 1, length))
+
+
+def _mix(logits: jax.Array, feature: jax.Array, emas: jax.Array) -> jax.Array:
+  """2 * sum_k softmax(logits)_k * S_k, in the reduced form.
+
+  Args:
+    logits: (C, 2N+1, L).
+    feature: (..., C, L).
+    emas: (..., N, C, L), M_1..M_N matching `feature`'s leading axes.
+
+  Returns:
+    (..., C, L).
+  """
+  n = emas.shape[-3]
+  w = jax.nn.softmax(logits, axis=1)  # (C, 2N+1, L)
+  coef_f = 2.0 * jnp.sum(w[:, :n], axis=1) + w[:, n]  # (C, L)
+  # Component N+i is M_i, component N-i is F - M_i (i = 1..N).
+  coef_m = 2.0 * (w[:, n + 1:] - jnp.flip(w[:, :n], axis=1))  # (C, N, L)
+  coef_m = jnp.swapaxes(coef_m, 0, 1)  # (N, C, L)
+  out = coef_f * feature + jnp.sum(coef_m * emas, axis=-3)
+  return out.astype(feature.dtype)
+
+
+class SpectralAttention(nnx.Module):
+  r"""Spectral Attention over one sample per call (sequential form).
+
+  Keeps :math:`N` EMAs of the incoming feature across calls,
+  :math:`M_{i,t} = \alpha_i M_{i,t-1} + (1-\alpha_i) F_t` (the state is set to
+  :math:`F_t` on the first call or after :meth:`reset`), and returns
+
+  .. math::
+
+    2 \sum_k \mathrm{softmax}_k(\Theta)_k \odot S_k, \qquad
+    S = [F - M_N, \dots, F - M_1, \tfrac12 F, M_1, \dots, M_N],
+
+  with :math:`M_{i,t}` including the current sample (as the reference's
+  batch-size-1 module does). The gradient flows into the current feature
+  only; the carried state is a constant (stop-gradient). At initialization the
+  output equals the input.
+
+  Deviation from the reference: on its first call the reference puts
+  :math:`F` (not :math:`F/2`) in the middle slot and zeros in the high-pass
+  slots, so its first output is :math:`(1 + W_N) F`; here every call uses the
+  formula above, so the first output is exactly the identity at init.
+
+  Args:
+    channels: number of channels `C` (positive int).
+    length: feature length `L` (positive int).
+    alphas: smoothing factors, each in (0, 1); larger is a lower cut-off.
+    rngs: an ``nnx.Rngs`` (unused: the init is deterministic; kept for the
+      usual NNX constructor signature).
+
+  Returns:
+    Calling the module on a (C, L) array returns a (C, L) array.
+
+  Raises:
+    ValueError: `channels` or `length` not a positive int, `alphas` empty or
+      outside (0, 1), or an input of the wrong shape.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from grokfast_jax.spectral_attention import SpectralAttention
+    >>> sa = SpectralAttention(7, 96, rngs=nnx.Rngs(0))
+    >>> y = sa(jnp.ones((7, 96)))  # identity at init
+    >>> sa.reset()                 # e.g. at an epoch boundary
+
+  References:
+    Kang et al., "Introducing Spectral Attention for Long-Range Dependency in
+    Time Series Forecasting", NeurIPS 2024, arXiv:2410.20772.
+  """
+
+  def __init__(self, channels: int, length: int, *,
+               alphas: Sequence[float] = DEFAULT_ALPHAS, rngs: nnx.Rngs):
+    del rngs
+    self.channels = _check_positive_int("channels", channels)
+    self.length = _check_positive_int("length", length)
+    self.alphas = _check_alphas(alphas)
+    n = len(self.alphas)
+    self.logits = nnx.Param(_initial_logits(channels, n, length))
+    self.ema = SpectralState(jnp.zeros((n, channels, length), jnp.float32))
+    self.initialized = SpectralState(jnp.array(False))
+
+  def alpha_array(self) -> jax.Array:
+    """The smoothing factors as an (N, C) array."""
+    a = jnp.asarray(self.alphas, jnp.float32)[:, None]
+    return jnp.broadcast_to(a, (len(self.alphas), self.channels))
+
+  def reset(self) -> None:
+    """Forgets the carried EMAs; the next call restarts them from its input."""
+    self.ema[...] = jnp.zeros_like(self.ema[...])
+    self.initialized[...] = jnp.array(False)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Filters one sample.
+
+    Args:
+      x: the feature of the current sample, shape (channels, length).
+
+    Returns:
+      The filtered feature, shape (channels, length), dtype of `x`.
+    """
+    if x.shape != (self.channels, self.length):
+      raise ValueError(f"x must have shape (channels, length) = "
+                       f"{(self.channels, self.length)}, got {x.shape}")
+    f = x.astype(jnp.float32)
+    prev = jnp.where(self.initialized[...], self.ema[...],
+                     jax.lax.stop_gradient(f)[None])
+    a = self.alpha_array()[:, :, None]  # (N, C, 1)
+    m = a * prev + (1.0 - a) * f[None]
+    self.ema[...] = jax.lax.stop_gradient(m)
+    self.initialized[...] = jnp.array(True)
+    return _mix(self.logits[...], f, m).astype(x.dtype)
+
+
+def _logit(p: float) -> float:
+  return math.log(p) - math.log1p(-p)
+
+
+class BatchedSpectralAttention(nnx.Module):
+  r"""Batched Spectral Attention (BSA) over a mini-batch of consecutive samples.
+
+  The batch axis holds `B` consecutive samples in time order (an unshuffled
+  sliding-window loader). The EMA recursion is unrolled inside the batch in
+  closed form: with the carried state :math:`M_0` and features
+  :math:`F_0, \dots, F_{B-1}`, sample `t` uses the EMA of the strictly
+  earlier samples,
+
+  .. math::
+
+    E_t = \alpha^t M_0 + \sum_{s < t} (1 - \alpha) \alpha^{t-1-s} F_s ,
+
+  computed as one (B+1) x B lower-triangular matrix product per smoothing
+  factor (no division by powers of :math:`\alpha`, so it stays accurate in
+  float32 for :math:`\alpha` near 1 and batches of hundreds). The output for
+  sample `t` is the Spectral Attention mix of :math:`F_t` and
+  :math:`E_{1..N,t}` (see the module docstring); it is the identity at
+  initialization. The state after the batch, :math:`E_B`, is carried to the
+  next call without gradient; on the first call (or after :meth:`reset`) the
+  carried state is the first sample's feature.
+
+  With ``bptt=True`` the loss at sample `t` back-propagates into the features
+  of the earlier samples of the same batch; ``bptt=False`` stops the gradient
+  through the in-batch history (the current sample's own term keeps its
+  gradient). With ``learnable_alpha=True`` the smoothing factors are
+  :math:`\sigma(\theta)` per component and channel, :math:`\theta` an
+  ``nnx.Param`` of shape (N, C) initialized to :math:`\mathrm{logit}(\alpha_i)`;
+  they receive gradients through the in-batch EMA (also with ``bptt=False``;
+  the reference detaches them too in that case).
+
+  Feeding `2B` consecutive samples in one call gives the same outputs and
+  final state as two calls of `B` (up to float rounding). Cost per call is
+  O(B^2 N C L) for the unrolled product.
+
+  Args:
+    channels: number of channels `C` (positive int).
+    length: feature length `L` (positive int).
+    alphas: smoothing factors, each in (0, 1).
+    learnable_alpha: learn the smoothing factors (sigmoid-parametrized).
+    bptt: back-propagate through the in-batch EMA history.
+    rngs: an ``nnx.Rngs`` (unused: the init is deterministic).
+
+  Returns:
+    Calling the module on a (B, C, L) array returns a (B, C, L) array.
+
+  Raises:
+    ValueError: bad `channels`, `length` or `alphas`, or an input of the wrong
+      shape.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from grokfast_jax.spectral_attention import BatchedSpectralAttention
+    >>> bsa = BatchedSpectralAttention(7, 96, rngs=nnx.Rngs(0))
+    >>> windows = jnp.ones((32, 7, 96))  # 32 consecutive input windows
+    >>> y = bsa(windows)                 # identity at init
+    >>> bsa.reset()                      # at the next epoch
+
+  References:
+    Kang et al., "Introducing Spectral Attention for Long-Range Dependency in
+    Time Series Forecasting", NeurIPS 2024, arXiv:2410.20772.
+  """
+
+  def __init__(self, channels: int, length: int, *,
+               alphas: Sequence[float] = DEFAULT_ALPHAS,
+               learnable_alpha: bool = False, bptt: bool = True,
+               rngs: nnx.Rngs):
+    del rngs
+    self.channels = _check_positive_int("channels", channels)
+    self.length = _check_positive_int("length", length)
+    self.alphas = _check_alphas(alphas)
+    self.learnable_alpha = bool(learnable_alpha)
+    self.bptt = bool(bptt)
+    n = len(self.alphas)
+    self.logits = nnx.Param(_initial_logits(channels, n, length))
+    if self.learnable_alpha:
+      theta = jnp.asarray([_logit(a) for a in self.alphas], jnp.float32)
+      self.alpha_logits = nnx.Param(
+          jnp.broadcast_to(theta[:, None], (n, channels)))
+    else:
+      self.alpha_logits = None
+    self.ema = SpectralState(jnp.zeros((n, channels, length), jnp.float32))
+    self.initialized = SpectralState(jnp.array(False))
+
+  def _log_alpha_and_gain(self) -> tuple[jax.Array, jax.Array]:
+    """log(alpha) and (1 - alpha), each (N, C), computed without cancellation."""
+    n = len(self.alphas)
+    if self.alpha_logits is not None:
+      theta = self.alpha_logits[...]
+      return jax.nn.log_sigmoid(theta), jax.nn.sigmoid(-theta)
+    log_a = jnp.asarray([math.log(a) for a in self.alphas], jnp.float32)
+    gain = jnp.asarray([1.0 - a for a in self.alphas], jnp.float32)
+    shape = (n, self.channels)
+    return (jnp.broadcast_to(log_a[:, None], shape),
+            jnp.broadcast_to(gain[:, None], shape))
+
+  def alpha_array(self) -> jax.Array:
+    """The current smoothing factors as an (N, C) array."""
+    log_a, _ = self._log_alpha_and_gain()
+    return jnp.exp(log_a)
+
+  def reset(self) -> None:
+    """Forgets the carried EMAs; the next call restarts them from its input."""
+    self.ema[...] = jnp.zeros_like(self.ema[...])
+    self.initialized[...] = jnp.array(False)
+
+  def _unrolled_emas(self, f: jax.Array, m0: jax.Array) -> jax.Array:
+    """EMAs E_0..E_B (E_t excludes sample t), shape (B+1, N, C, L)."""
+    b = f.shape[0]
+    log_a, gain = self._log_alpha_and_gain()  # (N, C)
+    t = jnp.arange(b + 1, dtype=jnp.float32)[:, None]  # (B+1, 1)
+    s = jnp.arange(b, dtype=jnp.float32)[None, :]  # (1, B)
+    lag = t - 1.0 - s  # (B+1, B); >= 0 where s < t
+    causal = lag >= 0
+    safe_lag = jnp.where(causal, lag, 0.0)
+    # kernel[n, c, t, s] = (1 - a) a^(t-1-s) for s < t, else 0.
+    kernel = gain[:, :, None, None] * jnp.exp(
+        safe_lag[None, None] * log_a[:, :, None, None])
+    kernel = jnp.where(causal[None, None], kernel, 0.0)
+    decay = jnp.exp(t[None, None, :, 0] * log_a[:, :, None])  # (N, C, B+1)
+    history = f if self.bptt else jax.lax.stop_gradient(f)
+    emas = jnp.einsum("nctb,bcl->tncl", kernel, history)
+    emas = emas + jnp.moveaxis(decay, -1, 0)[..., None] * m0[None]
+    return emas
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Filters a batch of consecutive samples.
+
+    Args:
+      x: features of `B` consecutive samples in time order, shape
+        (B, channels, length).
+
+    Returns:
+      The filtered features, shape (B, channels, length), dtype of `x`.
+    """
+    if x.ndim != 3 or x.shape[1:] != (self.channels, self.length):
+      raise ValueError(f"x must have shape (batch, channels, length) = "
+                       f"(B, {self.channels}, {self.length}), got {x.shape}")
+    f = x.astype(jnp.float32)
+    m0 = jnp.where(self.initialized[...], self.ema[...],
+                   jax.lax.stop_gradient(f[0])[None])
+    emas = self._unrolled_emas(f, m0)  # (B+1, N, C, L)
+    self.ema[...] = jax.lax.stop_gradient(emas[-1])
+    self.initialized[...] = jnp.array(True)
+    return _mix(self.logits[...], f, emas[:-1]).astype(x.dtype)
+
+
+AnySpectral = Union[SpectralAttention, BatchedSpectralAttention]
+
+
+def ema_sequence(alphas: jax.Array, history: jax.Array,
+                 initial: jax.Array) -> jax.Array:
+  """Runs the EMA recursion over `history` (plain loop, for warm-up and tests).
+
+  Args:
+    alphas: (N, C) smoothing factors.
+    history: (T, C, L) consecutive features.
+    initial: (N, C, L) state before the first sample.
+
+  Returns:
+    (T, N, C, L): the state after each sample (sample included).
+  """
+  a = alphas[:, :, None]
+
+  def step(m, f):
+    m = a * m + (1.0 - a) * f[None]
+    return m, m
+
+  _, out = jax.lax.scan(step, initial, history.astype(jnp.float32))
+  return out
+
+
+def warm_up(module: AnySpectral, history: jax.Array) -> None:
+  """Advances a Spectral Attention module's EMAs over past features.
+
+  Use it before inference so that the first forecast sees the long-range
+  state it would have had in a continuous run: pass the features (what the
+  module would receive) of the samples that precede the evaluation samples,
+  oldest first. No output is computed and no gradient flows. If the module has
+  no state yet (fresh or reset), the EMAs start from ``history[0]``.
+
+  Args:
+    module: a :class:`SpectralAttention` or :class:`BatchedSpectralAttention`.
+    history: (T, channels, length) features in time order; T may be 0.
+
+  Returns:
+    None; the module's :class:`SpectralState` is updated in place.
+
+  Raises:
+    ValueError: `history` of the wrong shape.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from grokfast_jax.spectral_attention import (
+    ...     BatchedSpectralAttention, warm_up)
+    >>> bsa = BatchedSpectralAttention(7, 96, rngs=nnx.Rngs(0))
+    >>> warm_up(bsa, jnp.zeros((500, 7, 96)))
+  """
+  if history.ndim != 3 or history.shape[1:] != (module.channels,
+                                                module.length):
+    raise ValueError(f"history must have shape (T, channels, length) = "
+                     f"(T, {module.channels}, {module.length}), got "
+                     f"{history.shape}")
+  if history.shape[0] == 0:
+    return
+  history = jax.lax.stop_gradient(history.astype(jnp.float32))
+  initial = jnp.where(module.initialized[...], module.ema[...], history[0][None])
+  states = ema_sequence(module.alpha_array(), history, initial)
+  module.ema[...] = jax.lax.stop_gradient(states[-1])
+  module.initialized[...] = jnp.array(True)
+
+
+def reset_all(model: nnx.Module) -> None:
+  """Calls ``reset()`` on every Spectral Attention module inside `model`.
+
+  Args:
+    model: any NNX module (or a Spectral Attention module itself).
+
+  Returns:
+    None.
+  """
+  for _, sub in nnx.iter_modules(model):
+    if isinstance(sub, (SpectralAttention, BatchedSpectralAttention)):
+      sub.reset()

@@ -1,0 +1,327 @@
+"""Tests of the MNIST large-initialization experiment (data, model, training, CLI)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from grokfast_jax import cli
+from grokfast_jax.experiments.mnist import config as config_lib
+from grokfast_jax.experiments.mnist import data as data_lib
+from grokfast_jax.experiments.mnist import train as train_lib
+from grokfast_jax.experiments.mnist.model import MLP
+
+# ------------------------------------------------------------------ helpers
+
+
+def _idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:
+  """An IDX file of uint8 `arr` (type byte 0x08), optionally with a bad magic."""
+  if magic is None:
+    magic = 0x0800 | arr.ndim
+  header = struct.pack(">I", magic) + b"".join(
+      struct.pack(">I", d) for d in arr.shape)
+  return header + arr.astype(np.uint8).tobytes()
+
+
+def _fake_mnist(rng: np.random.Generator, n_train=6, n_test=4):
+  return {
+      "x_train": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+      "y_train": rng.integers(0, 10, n_train, dtype=np.uint8),
+      "x_test": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+      "y_test": rng.integers(0, 10, n_test, dtype=np.uint8),
+  }
+
+
+def _write_idx_dir(directory, arrays, gz: bool):
+  for key, name in data_lib.IDX_FILES.items():
+    raw = _idx_bytes(arrays[key])
+    if gz:
+      (directory / f"{name}.gz").write_bytes(gzip.compress(raw))
+    else:
+      (directory / name).write_bytes(raw)
+
+
+def _check_matches(ds: data_lib.Dataset, arrays) -> None:
+  assert ds.label == data_lib.MNIST_LABEL
+  for split in ("train", "test"):
+    x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+    assert x.dtype == np.float32 and x.shape == (len(arrays[f"y_{split}"]), 784)
+    np.testing.assert_allclose(
+        x, arrays[f"x_{split}"].reshape(len(x), -1) / 255.0, rtol=1e-6)
+    assert y.dtype == np.int32
+    np.testing.assert_array_equal(y, arrays[f"y_{split}"])
+
+
+# ------------------------------------------------------------------ data
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_directory_loads(tmp_path, gz):
+  arrays = _fake_mnist(np.random.default_rng(0))
+  _write_idx_dir(tmp_path, arrays, gz)
+  _check_matches(data_lib.load_dataset(tmp_path), arrays)
+
+
+def test_idx_found_under_torchvision_raw_and_dot_spelling(tmp_path):
+  arrays = _fake_mnist(np.random.default_rng(1))
+  raw = tmp_path / "MNIST" / "raw"
+  raw.mkdir(parents=True)
+  for key, name in data_lib.IDX_FILES.items():
+    (raw / name.replace("-idx", ".idx")).write_bytes(_idx_bytes(arrays[key]))
+  _check_matches(data_lib.load_dataset(tmp_path), arrays)
+
+
+def test_read_idx_wrong_magic_raises(tmp_path):
+  path = tmp_path / "bad"
+  path.write_bytes(_idx_bytes(np.zeros((2, 28, 28)), magic=0x01020803))
+  with pytest.raises(ValueError, match="magic"):
+    data_lib.read_idx(path)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_read_idx_truncated_raises(tmp_path, gz):
+  raw = _idx_bytes(np.zeros((3, 28, 28)))[:-10]
+  path = tmp_path / ("t.gz" if gz else "t")
+  path.write_bytes(gzip.compress(raw) if gz else raw)
+  with pytest.raises(ValueError, match="truncated"):
+    data_lib.read_idx(path)
+
+
+def test_idx_wrong_image_shape_raises(tmp_path):
+  arrays = _fake_mnist(np.random.default_rng(2))
+  arrays["x_test"] = np.zeros((4, 14, 14), np.uint8)
+  _write_idx_dir(tmp_path, arrays, gz=False)
+  with pytest.raises(ValueError, match="x_test"):
+    data_lib.load_dataset(tmp_path)
+
+
+def test_idx_missing_file_raises(tmp_path):
+  arrays = _fake_mnist(np.random.default_rng(3))
+  _write_idx_dir(tmp_path, arrays, gz=False)
+  (tmp_path / data_lib.IDX_FILES["y_test"]).unlink()
+  with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte"):
+    data_lib.load_dataset(tmp_path)
+
+
+def test_npz_file_and_directory_load(tmp_path):
+  arrays = _fake_mnist(np.random.default_rng(4))
+  np.savez(tmp_path / "mnist.npz", **arrays)
+  _check_matches(data_lib.load_dataset(tmp_path / "mnist.npz"), arrays)
+  _check_matches(data_lib.load_dataset(tmp_path), arrays)
+
+
+def test_npz_missing_key_and_bad_paths_raise(tmp_path):
+  arrays = _fake_mnist(np.random.default_rng(5))
+  del arrays["y_test"]
+  np.savez(tmp_path / "m.npz", **arrays)
+  with pytest.raises(ValueError, match="y_test"):
+    data_lib.load_dataset(tmp_path / "m.npz")
+  (tmp_path / "junk.npz").write_bytes(b"not a zip")
+  with pytest.raises(ValueError, match="npz"):
+    data_lib.load_dataset(tmp_path / "junk.npz")
+  with pytest.raises(ValueError, match="does not exist"):
+    data_lib.load_dataset(tmp_path / "nowhere")
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(ValueError, match="IDX"):
+    data_lib.load_dataset(empty)
+
+
+def test_digits_fallback_shapes_labels_and_determinism():
+  ds = data_lib.load_dataset(None)
+  assert ds.label == data_lib.DIGITS_LABEL
+  assert "not MNIST" in ds.label
+  assert ds.x_train.shape == (1000, 784) and ds.x_test.shape == (797, 784)
+  assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+  assert ds.x_train.min() == 0.0 and ds.x_train.max() == 1.0
+  assert set(np.unique(ds.y_train)) == set(range(10))
+  assert set(np.unique(ds.y_test)) == set(range(10))
+  # 2-pixel zero border around the 24x24 upsampled digit.
+  img = ds.x_train.reshape(-1, 28, 28)
+  assert not img[:, :2].any() and not img[:, -2:].any()
+  assert not img[:, :, :2].any() and not img[:, :, -2:].any()
+  # Nearest-neighbour upsampling: 3x3 blocks are constant.
+  block = img[:, 2:26, 2:26].reshape(-1, 8, 3, 8, 3)
+  np.testing.assert_array_equal(block, block[:, :, :1, :, :1].repeat(3, 2)
+                                .repeat(3, 4))
+  again = data_lib.load_digits_fallback()
+  np.testing.assert_array_equal(ds.y_test, again.y_test)
+
+
+def test_train_subset():
+  ds = data_lib.load_dataset(None)
+  a = data_lib.train_subset(ds, 100, seed=1)
+  b = data_lib.train_subset(ds, 100, seed=1)
+  c = data_lib.train_subset(ds, 100, seed=2)
+  assert a.x_train.shape == (100, 784)
+  np.testing.assert_array_equal(a.y_train, b.y_train)
+  assert not np.array_equal(a.x_train, c.x_train)
+  assert a.x_test is ds.x_test
+  with pytest.raises(ValueError, match="train_size"):
+    data_lib.train_subset(ds, 1001, seed=0)
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_paper_config_defaults_and_validation():
+  assert config_lib.paper_config("none").weight_decay == 0.01
+  ema = config_lib.paper_config("ema", lamb=None)
+  assert (ema.alpha, ema.lamb, ema.weight_decay) == (0.8, 0.1, 2.0)
+  assert (ema.lr, ema.init_scale, ema.train_size, ema.batch_size,
+          ema.hidden) == (1e-3, 8.0, 1000, 200, (200, 200))
+  assert ema.steps_per_epoch == 5
+  assert "window_size" not in ema.to_dict()
+  assert "alpha" not in config_lib.paper_config("none").to_dict()
+  for bad in (dict(alpha=1.0), dict(lamb=-1.0), dict(init_scale=0.0),
+              dict(eval_every=7), dict(max_steps=12), dict(batch_size=2000),
+              dict(window_size=0), dict(weight_decay=-1.0)):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=name):
+      config_lib.paper_config("ema", **bad)
+  with pytest.raises(ValueError, match="filter"):
+    config_lib.paper_config("kalman")
+
+
+# ------------------------------------------------------------------ model
+
+
+def test_model_shapes_and_init_scale():
+  model = MLP(784, (200, 200), 10, init_scale=8.0, rngs=nnx.Rngs(0))
+  assert jax.jit(lambda m, x: m(x))(model, jnp.zeros((3, 784))).shape == (3, 10)
+  shapes = [(l.kernel.value.shape, l.bias.value.shape) for l in model.layers]
+  assert shapes == [((784, 200), (200,)), ((200, 200), (200,)),
+                    ((200, 10), (10,))]
+  unit = MLP(784, (200, 200), 10, init_scale=1.0, rngs=nnx.Rngs(0))
+  for big, small, fan_in in zip(model.layers, unit.layers, (784, 200, 200)):
+    k8, k1 = np.asarray(big.kernel.value), np.asarray(small.kernel.value)
+    # PyTorch default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std bound/sqrt(3).
+    np.testing.assert_allclose(k1.std(), 1 / np.sqrt(3 * fan_in), rtol=0.05)
+    np.testing.assert_allclose(k8.std() / k1.std(), 8.0, rtol=1e-5)
+    assert np.abs(k8).max() <= 8 / np.sqrt(fan_in)
+    b8 = np.asarray(big.bias.value)
+    assert np.abs(b8).max() <= 8 / np.sqrt(fan_in) and b8.std() > 0
+  with pytest.raises(ValueError, match="init_scale"):
+    MLP(4, (3,), 2, init_scale=-1.0, rngs=nnx.Rngs(0))
+
+
+# ------------------------------------------------------------------ training
+
+
+def test_jitted_epoch_matches_python_loop():
+  """One jitted epoch equals a plain loop over the same shuffled batches."""
+  cfg = config_lib.paper_config("ema", hidden=(16,), train_size=20,
+                                batch_size=5, max_steps=4, eval_every=4)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((20, 784), np.float32))
+  y = jnp.asarray(rng.integers(0, 10, 20), jnp.int32)
+  model = MLP(784, cfg.hidden, 10, init_scale=8.0, rngs=nnx.Rngs(1))
+  graphdef, params = nnx.split(model, nnx.Param)
+  tx = train_lib.make_optimizer(cfg)
+  key = jax.random.key(3)
+
+  # Plain, un-jitted loop reproducing the epoch's shuffle.
+  p, opt = params, tx.init(params)
+  _, sub = jax.random.split(key)
+  order = np.asarray(jax.random.permutation(sub, 20))
+  for b in range(4):
+    idx = order[b * 5:(b + 1) * 5]
+    g = jax.grad(lambda q: train_lib.mse_loss(
+        nnx.merge(graphdef, q)(x[idx]), y[idx]))(p)
+    u, opt = tx.update(g, opt, p)
+    p = optax.apply_updates(p, u)
+
+  train_epochs, _ = train_lib.make_step_fns(graphdef, tx, 4, 5)
+  state = train_lib.TrainState(params, tx.init(params), key)
+  state = train_epochs(state, x, y, n_epochs=1)
+  chex_leaves = zip(jax.tree.leaves(state.params), jax.tree.leaves(p))
+  for got, want in chex_leaves:
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("filter_", ["none", "ma"])
+def test_short_training_loss_falls(filter_):
+  ds = data_lib.load_dataset(None)
+  cfg = config_lib.paper_config(filter_, max_steps=40, eval_every=20,
+                                train_size=500, hidden=(64, 64))
+  res = train_lib.train(cfg, ds, progress=False)
+  hist = res["history"]
+  assert [h["step"] for h in hist] == [0, 20, 40]
+  assert [h["epoch"] for h in hist] == [0, 10, 20]
+  assert hist[-1]["train_loss"] < 0.1 * hist[0]["train_loss"]
+  assert hist[-1]["train_acc"] > hist[0]["train_acc"] + 0.2
+  assert res["dataset"] == data_lib.DIGITS_LABEL
+  assert res["paper_steps_to_val_acc_95"] is None
+  assert all(h["seconds"] >= 0 for h in hist)
+
+
+def test_describe_and_compare_lines():
+  base = {"run": "baseline", "steps_to_val_acc_95": None, "final_step": 5000,
+          "best_val_acc": 0.9, "final_val_acc": 0.89}
+  grok = {"run": "grokfast-ema", "steps_to_val_acc_95": 1000,
+          "seconds_to_val_acc_95": 3.0, "final_step": 5000,
+          "best_val_acc": 0.97, "final_val_acc": 0.96}
+  assert "had not reached 95% test accuracy after 5,000 steps" in (
+      train_lib.describe(base))
+  assert "at step 1,000" in train_lib.describe(grok)
+  assert train_lib.compare_line(base, grok) == (
+      "grokfast-ema reached 95% at step 1,000; baseline had not after 5,000 "
+      "steps (so > 5.0x)")
+  both = dict(base, steps_to_val_acc_95=4000)
+  assert "4.0x fewer steps" in train_lib.compare_line(both, grok)
+  assert "neither" in train_lib.compare_line(
+      base, dict(grok, steps_to_val_acc_95=None))
+
+
+# ------------------------------------------------------------------ CLI
+
+_TINY = ["--max-steps", "10", "--eval-every", "5", "--train-size", "100",
+         "--batch-size", "50", "--no-progress"]
+
+
+def test_cli_mnist_writes_results_and_curves(tmp_path, capsys):
+  out = tmp_path / "run"
+  assert cli.main(["mnist", "--out", str(out), "--lamb", "0.2", *_TINY]) == 0
+  res = json.loads((out / "results.json").read_text())
+  assert res["dataset"] == "sklearn-digits-8x8 (offline fallback, not MNIST)"
+  assert res["run"] == "grokfast-ema"
+  assert res["settings"]["lamb"] == 0.2 and res["settings"]["alpha"] == 0.8
+  assert res["settings"]["weight_decay"] == 2.0
+  for key in ("steps_to_val_acc_95", "seconds_to_val_acc_95",
+              "final_train_acc", "final_val_acc", "history"):
+    assert key in res
+  assert [h["step"] for h in res["history"]] == [0, 5, 10]
+  assert set(res["history"][0]) == {"step", "epoch", "train_loss", "train_acc",
+                                    "val_loss", "val_acc", "seconds"}
+  assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  printed = capsys.readouterr().out
+  assert "not MNIST" in printed and "95% test accuracy" in printed
+
+
+def test_cli_mnist_compare_writes_both_runs(tmp_path, capsys):
+  out = tmp_path / "cmp"
+  assert cli.main(["mnist-compare", "--out", str(out), *_TINY]) == 0
+  for sub in ("none", "ema"):
+    res = json.loads((out / sub / "results.json").read_text())
+    assert res["settings"]["filter"] == sub
+    assert (out / sub / "curves.png").is_file()
+  top = json.loads((out / "results.json").read_text())
+  assert set(top["runs"]) == {"baseline", "grokfast-ema"}
+  assert top["runs"]["baseline"]["settings"]["weight_decay"] == 0.01
+  assert top["dataset"].startswith("sklearn-digits-8x8")
+  assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+  assert top["verdict"] in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_settings(tmp_path):
+  with pytest.raises(ValueError, match="eval_every"):
+    cli.main(["mnist", "--out", str(tmp_path), "--eval-every", "7",
+              "--no-progress"])
