@@ -132,6 +132,8 @@ def test_no_retracing_across_steps():
   tx = gj.grokfast_ema()
   params = {"a": jnp.zeros(3)}
 
+  chex.clear_trace_counter()
+
   @jax.jit
   @chex.assert_max_traces(n=1)
   def step(g, state):
