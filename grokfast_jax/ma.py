@@ -21,28 +21,18 @@ class GrokfastMaState(NamedTuple):
       written to slot `count % window_size` of `window`.
     window: ring buffer of the last `window_size` raw updates; each leaf has
       shape `(window_size, *param.shape)` (zeros where not yet written).
-    oldest: a copy of the entry the next update evicts, slot
-      `count % window_size` of `window` (zeros until the window is full). It
-      is read from the buffer *after* each write, so no step reads a buffer
-      it also updates: that lets XLA update the buffer in place.
-    total: running sum of `window`, a tree like the params.
-    total_err: rounding error of `total`, carried so that `total + total_err`
-      stays within a few ulps of the exact sum however long training runs.
+    partial: the window's sum less the entry the next update evicts (slot
+      `count % window_size`), i.e. the sum of the newest `window_size - 1`
+      updates: the next window sum is `partial + g`.
+    fresh: sum of the updates written since the ring last wrapped. When the
+      ring wraps it is the sum of the whole window, summed afresh, and it
+      replaces the running sum: rounding never accumulates past one cycle.
   """
 
   count: jax.Array
   window: optax.Updates
-  oldest: optax.Updates
-  total: optax.Updates
-  total_err: optax.Updates
-
-
-def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """`a + b` rounded, and its exact rounding error (Knuth's TwoSum)."""
-  s = a + b
-  b_virtual = s - a
-  err = (a - (s - b_virtual)) + (b - b_virtual)
-  return s, err
+  partial: optax.Updates
+  fresh: optax.Updates
 
 
 def grokfast_ma(
@@ -69,14 +59,16 @@ def grokfast_ma(
   the PyTorch reference ``gradfilter_ma``.
 
   Cost: the window is a ring buffer with a running sum, so a step reads and
-  writes one slot whatever `window_size` is (it is O(1) in the window, not
-  O(w) as in the reference, which re-sums the window each step). The running
-  sum is kept with its rounding error (compensated summation), so it matches a
-  fresh sum of the buffer to a few ulps after any number of steps. The state
-  holds `window_size + 3` copies of the params in `accumulator_dtype`: use a
-  bf16 `accumulator_dtype` to halve it for f32 params. Donate the optimizer
-  state to the jitted step (``jax.jit(step, donate_argnums=...)``): without
-  donation XLA must copy the whole buffer every step to keep the input alive.
+  writes one slot whatever `window_size` is (O(1) in the window, where the
+  reference re-sums the whole window every step). Every `window_size` steps
+  the running sum is replaced by a fresh sum of the window accumulated over
+  that cycle, so its rounding error is that of at most about
+  `2 * window_size` additions, however long training runs. The state holds
+  `window_size + 2` copies of the params in `accumulator_dtype` (use a bf16
+  `accumulator_dtype` to halve it for f32 params). Donate the optimizer state
+  to the jitted step (``jax.jit(step, donate_argnums=...)``): the buffer is
+  then updated in place; without donation XLA must copy the whole buffer
+  every step to keep the input alive, which makes a step O(window_size).
 
   Args:
     window_size: number of most recent updates averaged, a static int >= 1.
@@ -130,45 +122,42 @@ def grokfast_ma(
     return GrokfastMaState(
         count=jnp.zeros([], jnp.int32),
         window=_common.tree_map_none(lambda p: zeros(p, (w,)), params),
-        oldest=_common.tree_map_none(zeros, params),
-        total=_common.tree_map_none(zeros, params),
-        total_err=_common.tree_map_none(zeros, params))
+        partial=_common.tree_map_none(zeros, params),
+        fresh=_common.tree_map_none(zeros, params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     count = state.count
     slot = count % w
+    wraps = slot == w - 1  # this step writes the ring's last slot
     seen = jnp.minimum(count + 1, w)  # length of the window after this step
     apply = (count + 1 >= w) if warmup else jnp.asarray(True)
     lam = _common.hyperparam(lamb, count)
 
-    def leaf(g, buf, oldest, total, err):
+    def leaf(g, buf, partial, fresh):
       dt = _common.compute_dtype(buf.dtype, g.dtype)
       new = g.astype(buf.dtype)  # exactly what the buffer will hold
-      # Write, then read the next slot to evict from the updated buffer. A
-      # read of the evicted slot before the write would make XLA copy the
-      # whole buffer every step (even when donated) to keep the read valid.
+      fresh = fresh.astype(dt) + new.astype(dt)
+      # The window sum after this step; at a wrap, the cycle's fresh sum.
+      window_sum = jnp.where(wraps, fresh, partial.astype(dt) + new.astype(dt))
+      fresh = jnp.where(wraps, jnp.zeros_like(fresh), fresh)
+      # Write, then read the entry the next step evicts from the updated
+      # buffer. Reading the evicted slot before the write would make XLA copy
+      # the whole buffer every step (even when donated) to keep the read valid.
       buf = jax.lax.dynamic_update_index_in_dim(buf, new, slot, 0)
-      next_oldest = jax.lax.dynamic_index_in_dim(
+      evicted_next = jax.lax.dynamic_index_in_dim(
           buf, (slot + 1) % w, 0, keepdims=False)
-      # total + err tracks the exact buffer sum: add the new, drop the oldest.
-      t, e1 = _two_sum(total.astype(dt), new.astype(dt))
-      t, e2 = _two_sum(t, -oldest.astype(dt))
-      t, e = _two_sum(t, err.astype(dt) + e1 + e2)  # keep |e| ~ ulp(t)
-      window_sum = t + e
+      partial = window_sum - evicted_next.astype(dt)
       avg = window_sum / seen.astype(dt) if filter_type == "mean" else window_sum
       out = jnp.where(apply, g.astype(dt) + jnp.asarray(lam, dt) * avg,
                       g.astype(dt)).astype(g.dtype)
-      return (out, buf, next_oldest, t.astype(total.dtype),
-              e.astype(err.dtype))
+      return out, buf, partial.astype(buf.dtype), fresh.astype(buf.dtype)
 
     leaves = _common.tree_map_none(
-        leaf, updates, state.window, state.oldest, state.total,
-        state.total_err)
-    out, window, oldest, total, total_err = _common.unzip_pairs(
-        updates, leaves, 5)
+        leaf, updates, state.window, state.partial, state.fresh)
+    out, window, partial, fresh = _common.unzip_pairs(updates, leaves, 4)
     return out, GrokfastMaState(
-        count=optax.safe_increment(count), window=window, oldest=oldest,
-        total=total, total_err=total_err)
+        count=optax.safe_increment(count), window=window, partial=partial,
+        fresh=fresh)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -55,6 +55,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence, Union
 
@@ -201,14 +202,21 @@ class SpectralAttention(nnx.Module):
     if x.shape != (self.channels, self.length):
       raise ValueError(f"x must have shape (channels, length) = "
                        f"{(self.channels, self.length)}, got {x.shape}")
-    f = x.astype(jnp.float32)
-    prev = jnp.where(self.initialized[...], self.ema[...],
-                     jax.lax.stop_gradient(f)[None])
-    a = self.alpha_array()[:, :, None]  # (N, C, 1)
-    m = a * prev + (1.0 - a) * f[None]
-    self.ema[...] = jax.lax.stop_gradient(m)
+    out, m = _sequential_core(self.logits[...], self.alpha_array(),
+                              self.ema[...], self.initialized[...], x)
+    self.ema[...] = m
     self.initialized[...] = jnp.array(True)
-    return _mix(self.logits[...], f, m).astype(x.dtype)
+    return out
+
+
+@jax.jit
+def _sequential_core(logits, alphas, ema, initialized, x):
+  """One sequential step: (output, new EMA state); jitted as one program."""
+  f = x.astype(jnp.float32)
+  prev = jnp.where(initialized, ema, jax.lax.stop_gradient(f)[None])
+  a = alphas[:, :, None]  # (N, C, 1)
+  m = a * prev + (1.0 - a) * f[None]
+  return _mix(logits, f, m).astype(x.dtype), jax.lax.stop_gradient(m)
 
 
 def _logit(p: float) -> float:
@@ -300,46 +308,21 @@ class BatchedSpectralAttention(nnx.Module):
     self.ema = SpectralState(jnp.zeros((n, channels, length), jnp.float32))
     self.initialized = SpectralState(jnp.array(False))
 
-  def _log_alpha_and_gain(self) -> tuple[jax.Array, jax.Array]:
-    """log(alpha) and (1 - alpha), each (N, C), computed without cancellation."""
-    n = len(self.alphas)
+  def _alpha_logits(self) -> jax.Array:
+    """The (N, C) logits of the smoothing factors (fixed or learnable)."""
     if self.alpha_logits is not None:
-      theta = self.alpha_logits[...]
-      return jax.nn.log_sigmoid(theta), jax.nn.sigmoid(-theta)
-    log_a = jnp.asarray([math.log(a) for a in self.alphas], jnp.float32)
-    gain = jnp.asarray([1.0 - a for a in self.alphas], jnp.float32)
-    shape = (n, self.channels)
-    return (jnp.broadcast_to(log_a[:, None], shape),
-            jnp.broadcast_to(gain[:, None], shape))
+      return self.alpha_logits[...]
+    theta = jnp.asarray([_logit(a) for a in self.alphas], jnp.float32)
+    return jnp.broadcast_to(theta[:, None], (len(self.alphas), self.channels))
 
   def alpha_array(self) -> jax.Array:
     """The current smoothing factors as an (N, C) array."""
-    log_a, _ = self._log_alpha_and_gain()
-    return jnp.exp(log_a)
+    return jax.nn.sigmoid(self._alpha_logits())
 
   def reset(self) -> None:
     """Forgets the carried EMAs; the next call restarts them from its input."""
     self.ema[...] = jnp.zeros_like(self.ema[...])
     self.initialized[...] = jnp.array(False)
-
-  def _unrolled_emas(self, f: jax.Array, m0: jax.Array) -> jax.Array:
-    """EMAs E_0..E_B (E_t excludes sample t), shape (B+1, N, C, L)."""
-    b = f.shape[0]
-    log_a, gain = self._log_alpha_and_gain()  # (N, C)
-    t = jnp.arange(b + 1, dtype=jnp.float32)[:, None]  # (B+1, 1)
-    s = jnp.arange(b, dtype=jnp.float32)[None, :]  # (1, B)
-    lag = t - 1.0 - s  # (B+1, B); >= 0 where s < t
-    causal = lag >= 0
-    safe_lag = jnp.where(causal, lag, 0.0)
-    # kernel[n, c, t, s] = (1 - a) a^(t-1-s) for s < t, else 0.
-    kernel = gain[:, :, None, None] * jnp.exp(
-        safe_lag[None, None] * log_a[:, :, None, None])
-    kernel = jnp.where(causal[None, None], kernel, 0.0)
-    decay = jnp.exp(t[None, None, :, 0] * log_a[:, :, None])  # (N, C, B+1)
-    history = f if self.bptt else jax.lax.stop_gradient(f)
-    emas = jnp.einsum("nctb,bcl->tncl", kernel, history)
-    emas = emas + jnp.moveaxis(decay, -1, 0)[..., None] * m0[None]
-    return emas
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Filters a batch of consecutive samples.
@@ -354,38 +337,71 @@ class BatchedSpectralAttention(nnx.Module):
     if x.ndim != 3 or x.shape[1:] != (self.channels, self.length):
       raise ValueError(f"x must have shape (batch, channels, length) = "
                        f"(B, {self.channels}, {self.length}), got {x.shape}")
-    f = x.astype(jnp.float32)
-    m0 = jnp.where(self.initialized[...], self.ema[...],
-                   jax.lax.stop_gradient(f[0])[None])
-    emas = self._unrolled_emas(f, m0)  # (B+1, N, C, L)
-    self.ema[...] = jax.lax.stop_gradient(emas[-1])
+    out, m = _batched_core(self.logits[...], self._alpha_logits(),
+                           self.ema[...], self.initialized[...], x, self.bptt)
+    self.ema[...] = m
     self.initialized[...] = jnp.array(True)
-    return _mix(self.logits[...], f, emas[:-1]).astype(x.dtype)
+    return out
+
+
+def _unrolled_emas(theta: jax.Array, f: jax.Array, m0: jax.Array,
+                   bptt: bool) -> jax.Array:
+  """EMAs E_0..E_B (E_t excludes sample t), shape (B+1, N, C, L).
+
+  alpha = sigmoid(theta); log(alpha) and 1 - alpha come from log_sigmoid and
+  sigmoid(-theta), so alpha near 1 loses no precision to cancellation, and
+  the kernel only holds powers alpha^k <= 1 (no division by alpha^t).
+  """
+  b = f.shape[0]
+  log_a = jax.nn.log_sigmoid(theta)  # (N, C)
+  gain = jax.nn.sigmoid(-theta)  # 1 - alpha
+  t = jnp.arange(b + 1, dtype=jnp.float32)[:, None]  # (B+1, 1)
+  s = jnp.arange(b, dtype=jnp.float32)[None, :]  # (1, B)
+  lag = t - 1.0 - s  # (B+1, B); >= 0 where s < t
+  causal = lag >= 0
+  safe_lag = jnp.where(causal, lag, 0.0)
+  # kernel[n, c, t, s] = (1 - a) a^(t-1-s) for s < t, else 0.
+  kernel = gain[:, :, None, None] * jnp.exp(
+      safe_lag[None, None] * log_a[:, :, None, None])
+  kernel = jnp.where(causal[None, None], kernel, 0.0)
+  decay = jnp.exp(t[None, None, :, 0] * log_a[:, :, None])  # (N, C, B+1)
+  history = f if bptt else jax.lax.stop_gradient(f)
+  emas = jnp.einsum("nctb,bcl->tncl", kernel, history)
+  return emas + jnp.moveaxis(decay, -1, 0)[..., None] * m0[None]
+
+
+@functools.partial(jax.jit, static_argnums=(5,))
+def _batched_core(logits, theta, ema, initialized, x, bptt):
+  """One BSA call: (outputs, new EMA state); jitted as one program."""
+  f = x.astype(jnp.float32)
+  m0 = jnp.where(initialized, ema, jax.lax.stop_gradient(f[0])[None])
+  emas = _unrolled_emas(theta, f, m0, bptt)  # (B+1, N, C, L)
+  out = _mix(logits, f, emas[:-1]).astype(x.dtype)
+  return out, jax.lax.stop_gradient(emas[-1])
 
 
 AnySpectral = Union[SpectralAttention, BatchedSpectralAttention]
 
 
-def ema_sequence(alphas: jax.Array, history: jax.Array,
-                 initial: jax.Array) -> jax.Array:
-  """Runs the EMA recursion over `history` (plain loop, for warm-up and tests).
+def ema_final(alphas: jax.Array, history: jax.Array,
+              initial: jax.Array) -> jax.Array:
+  """Runs the EMA recursion over `history` and returns the final state.
 
   Args:
     alphas: (N, C) smoothing factors.
-    history: (T, C, L) consecutive features.
+    history: (T, C, L) consecutive features, oldest first.
     initial: (N, C, L) state before the first sample.
 
   Returns:
-    (T, N, C, L): the state after each sample (sample included).
+    (N, C, L): the state after the last sample (that sample included).
   """
   a = alphas[:, :, None]
 
   def step(m, f):
-    m = a * m + (1.0 - a) * f[None]
-    return m, m
+    return a * m + (1.0 - a) * f[None], None
 
-  _, out = jax.lax.scan(step, initial, history.astype(jnp.float32))
-  return out
+  final, _ = jax.lax.scan(step, initial, history.astype(jnp.float32))
+  return final
 
 
 def warm_up(module: AnySpectral, history: jax.Array) -> None:
@@ -422,11 +438,16 @@ def warm_up(module: AnySpectral, history: jax.Array) -> None:
                      f"{history.shape}")
   if history.shape[0] == 0:
     return
-  history = jax.lax.stop_gradient(history.astype(jnp.float32))
-  initial = jnp.where(module.initialized[...], module.ema[...], history[0][None])
-  states = ema_sequence(module.alpha_array(), history, initial)
-  module.ema[...] = jax.lax.stop_gradient(states[-1])
+  module.ema[...] = _warm_up_core(module.alpha_array(), module.ema[...],
+                                  module.initialized[...], history)
   module.initialized[...] = jnp.array(True)
+
+
+@jax.jit
+def _warm_up_core(alphas, ema, initialized, history):
+  history = jax.lax.stop_gradient(history.astype(jnp.float32))
+  initial = jnp.where(initialized, ema, history[0][None])
+  return jax.lax.stop_gradient(ema_final(alphas, history, initial))
 
 
 def reset_all(model: nnx.Module) -> None:

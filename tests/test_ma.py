@@ -95,43 +95,54 @@ def test_bf16_state_halves_the_memory():
   nbytes = lambda s: sum(x.nbytes for x in jax.tree.leaves(s))
   f32 = nbytes(gj.grokfast_ma(50).init(params))
   bf16 = nbytes(gj.grokfast_ma(50, accumulator_dtype=jnp.bfloat16).init(params))
-  assert f32 == (50 + 3) * params["w"].nbytes + 4  # + the int32 count
-  assert bf16 == (50 + 3) * params["w"].nbytes // 2 + 4
+  assert f32 == (50 + 2) * params["w"].nbytes + 4  # + the int32 count
+  assert bf16 == (50 + 2) * params["w"].nbytes // 2 + 4
 
 
-def _run_100k_steps(window_size, n=256, steps=100_000):
-  """Scan `steps` updates; return the state and a naive running sum."""
+def _stream(key, count, n, steps):
+  """Gradients whose scale decays 1000x over the run, with rare 30x spikes."""
+  k1, k2 = jax.random.split(key)
+  scale = 10.0 ** (1.0 - 3.0 * count.astype(jnp.float32) / steps)
+  scale = scale * jnp.where(jax.random.uniform(k1) < 1e-3, 30.0, 1.0)
+  return scale * (0.3 + jax.random.normal(k2, (n,)))
+
+
+def _run_100k_steps(window_size, n=128, steps=100_000):
+  """Per-step relative error of the filter's window sum, and of a naive one.
+
+  Both are compared with a fresh sum of the buffer at every step, relative
+  to the sum of the buffer's magnitudes.
+  """
   tx = gj.grokfast_ma(window_size)
 
   def body(carry, key):
     state, naive = carry
-    k1, k2 = jax.random.split(key)
-    # Scales that swing over orders of magnitude: hard for a running sum.
-    scale = jnp.exp(jax.random.normal(k1, ()) * 2.0)
-    g = 1.0 + scale * jax.random.normal(k2, (n,))
+    g = _stream(key, state.count, n, steps)
     evicted = jax.lax.dynamic_index_in_dim(
         state.window, state.count % window_size, 0, keepdims=False)
     _, state = tx.update(g, state)
-    return (state, naive + g - evicted), None
+    naive = naive + g - evicted
+    # The window sum the next update builds on: partial + the entry it evicts.
+    used = state.partial + jax.lax.dynamic_index_in_dim(
+        state.window, state.count % window_size, 0, keepdims=False)
+    exact, magnitude = state.window.sum(0), jnp.abs(state.window).sum(0)
+    rel = lambda x: jnp.max(jnp.abs(x - exact) / magnitude)
+    return (state, naive), (rel(used), rel(naive))
 
   keys = jax.random.split(jax.random.key(0), steps)
-  run = jax.jit(lambda s, ks: jax.lax.scan(body, (s, jnp.zeros(n)), ks)[0])
-  return run(tx.init(jnp.zeros(n)), keys)
+  run = jax.jit(lambda s, ks: jax.lax.scan(body, (s, jnp.zeros(n)), ks)[1])
+  errs, naive_errs = run(tx.init(jnp.zeros(n)), keys)
+  return np.asarray(errs), np.asarray(naive_errs)
 
 
 @pytest.mark.parametrize("window_size", [10, 100])
-def test_running_total_stays_exact_over_100k_steps(window_size):
-  state, naive = _run_100k_steps(window_size)
-  buf = np.asarray(state.window, np.float64)
-  exact, magnitude = buf.sum(0), np.abs(buf).sum(0)
-  used = np.asarray(state.total, np.float64) + np.asarray(state.total_err,
-                                                           np.float64)
-  rel = lambda x: np.max(np.abs(x - exact) / magnitude)
-  assert rel(used) <= 1e-7
-  assert rel(np.asarray(state.total, np.float64)) <= 1e-6
-  # The same stream summed naively drifts past the 1e-5 bound: the
-  # compensation is what keeps the total exact.
-  assert rel(np.asarray(naive, np.float64)) > 1e-5
+def test_running_sum_stays_exact_over_100k_steps(window_size):
+  errs, naive_errs = _run_100k_steps(window_size)
+  # At every one of the 100,000 steps, not only at the end.
+  assert errs.max() <= 1e-5, errs.max()
+  # A running sum that is never refreshed drifts past the bound on the same
+  # stream: the test can fail, and the periodic refresh is what passes it.
+  assert naive_errs[-1000:].max() > 1e-5, naive_errs[-1000:].max()
 
 
 def _window_copies(hlo_text, window_shape):

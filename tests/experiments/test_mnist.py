@@ -1,4 +1,4 @@
-"""Tests of the MNIST large-initialization experiment (data, model, training, CLI)."""
+"""Tests of the MNIST large-init experiment: data, model, training loop, CLI."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import optax
 import pytest
 from flax import nnx
 
+import grokfast_jax as gj
 from grokfast_jax import cli
 from grokfast_jax.experiments.mnist import config as config_lib
 from grokfast_jax.experiments.mnist import data as data_lib
@@ -23,7 +24,7 @@ from grokfast_jax.experiments.mnist.model import MLP
 
 
 def _idx_bytes(arr: np.ndarray, magic: int | None = None) -> bytes:
-  """An IDX file of uint8 `arr` (type byte 0x08), optionally with a bad magic."""
+  """An IDX file of uint8 `arr` (type 0x08), optionally with a bad magic."""
   if magic is None:
     magic = 0x0800 | arr.ndim
   header = struct.pack(">I", magic) + b"".join(
@@ -114,7 +115,9 @@ def test_idx_missing_file_raises(tmp_path):
 def test_npz_file_and_directory_load(tmp_path):
   arrays = _fake_mnist(np.random.default_rng(4))
   np.savez(tmp_path / "mnist.npz", **arrays)
-  _check_matches(data_lib.load_dataset(tmp_path / "mnist.npz"), arrays)
+  ds = data_lib.load_dataset(tmp_path / "mnist.npz")
+  _check_matches(ds, arrays)
+  assert ds.source == str(tmp_path / "mnist.npz")
   _check_matches(data_lib.load_dataset(tmp_path), arrays)
 
 
@@ -181,6 +184,10 @@ def test_paper_config_defaults_and_validation():
   assert ema.steps_per_epoch == 5
   assert "window_size" not in ema.to_dict()
   assert "alpha" not in config_lib.paper_config("none").to_dict()
+  assert config_lib.is_paper_setting(
+      config_lib.paper_config("ema", seed=3, max_steps=500, eval_every=50))
+  assert not config_lib.is_paper_setting(
+      config_lib.paper_config("ema", weight_decay=0.01))
   for bad in (dict(alpha=1.0), dict(lamb=-1.0), dict(init_scale=0.0),
               dict(eval_every=7), dict(max_steps=12), dict(batch_size=2000),
               dict(window_size=0), dict(weight_decay=-1.0)):
@@ -243,34 +250,54 @@ def test_jitted_epoch_matches_python_loop():
     idx = order[b * 5:(b + 1) * 5]
     p, opt = reference_step(p, opt, x[idx], y[idx])
 
-  train_epochs, _ = train_lib.make_step_fns(graphdef, tx, 4, 5)
+  train_epochs = train_lib.make_train_epochs(graphdef, tx, 4, 5)
   state = train_lib.TrainState(params, tx.init(params), key)
   state = train_epochs(state, x, y, n_epochs=1)
   for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(p)):
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("filter_", ["none", "ma"])
-def test_short_training_loss_falls(filter_):
+def test_short_training_loss_falls():
   ds = data_lib.load_dataset(None)
-  cfg = config_lib.paper_config(filter_, max_steps=40, eval_every=20,
-                                train_size=500, hidden=(64, 64))
+  cfg = config_lib.paper_config("none", max_steps=20, eval_every=10,
+                                train_size=100, batch_size=50)
   res = train_lib.train(cfg, ds, progress=False)
   hist = res["history"]
-  assert [h["step"] for h in hist] == [0, 20, 40]
-  assert [h["epoch"] for h in hist] == [0, 10, 20]
+  assert [h["step"] for h in hist] == [0, 10, 20]
+  assert [h["epoch"] for h in hist] == [0, 5, 10]
   assert hist[-1]["train_loss"] < 0.1 * hist[0]["train_loss"]
   assert all(0.0 <= h["train_acc"] <= 1.0 and 0.0 <= h["val_acc"] <= 1.0
              for h in hist)
   assert res["dataset"] == data_lib.DIGITS_LABEL
   assert res["paper_steps_to_val_acc_95"] is None
+  assert not res["stopped_at_threshold"]
   assert all(h["seconds"] >= 0 for h in hist)
 
 
+def test_make_optimizer_chains_the_filter():
+  params = {"w": jnp.ones(3)}
+  grads = {"w": jnp.asarray([1.0, -2.0, 3.0])}
+  out = {}
+  for filter_ in ("none", "ema", "ma"):
+    cfg = config_lib.paper_config(filter_)
+    tx = train_lib.make_optimizer(cfg)
+    state = tx.init(params)
+    if filter_ != "none":
+      want = gj.GrokfastEmaState if filter_ == "ema" else gj.GrokfastMaState
+      assert isinstance(state[0], want)
+    out[filter_], _ = tx.update(grads, state, params)
+  # AdamW alone with weight decay 0.01 vs the filtered runs with decay 2.0.
+  lr = 1e-3
+  np.testing.assert_allclose(out["none"]["w"],
+                             -lr * (np.sign([1, -2, 3]) + 0.01), rtol=1e-4)
+  np.testing.assert_allclose(out["ema"]["w"],
+                             -lr * (np.sign([1, -2, 3]) + 2.0), rtol=1e-4)
+
+
 def test_describe_and_compare_lines():
-  base = {"run": "baseline", "steps_to_val_acc_95": None, "final_step": 5000,
-          "best_val_acc": 0.9, "final_val_acc": 0.89}
-  grok = {"run": "grokfast-ema", "steps_to_val_acc_95": 1000,
+  base = {"run": "baseline", "label": "wd 0.01", "steps_to_val_acc_95": None,
+          "final_step": 5000, "best_val_acc": 0.9, "final_val_acc": 0.89}
+  grok = {"run": "grokfast-ema", "label": "l", "steps_to_val_acc_95": 1000,
           "seconds_to_val_acc_95": 3.0, "final_step": 5000,
           "best_val_acc": 0.97, "final_val_acc": 0.96}
   assert "had not reached 95% test accuracy after 5,000 steps" in (
@@ -278,7 +305,7 @@ def test_describe_and_compare_lines():
   assert "at step 1,000" in train_lib.describe(grok)
   assert train_lib.compare_line(base, grok) == (
       "grokfast-ema reached 95% at step 1,000; baseline had not after 5,000 "
-      "steps (so > 5.0x)")
+      "steps (> 5.0x fewer steps)")
   both = dict(base, steps_to_val_acc_95=4000)
   assert "4.0x fewer steps" in train_lib.compare_line(both, grok)
   assert "neither" in train_lib.compare_line(
@@ -291,9 +318,11 @@ _TINY = ["--max-steps", "8", "--eval-every", "4", "--train-size", "100",
          "--batch-size", "50", "--no-progress"]
 
 
-def test_cli_mnist_writes_results_and_curves(tmp_path, capsys):
+def test_cli_mnist_writes_results_and_curves(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(config_lib, "THRESHOLD", 0.0)  # stop after one period
   out = tmp_path / "run"
-  assert cli.main(["mnist", "--out", str(out), "--lamb", "0.2", *_TINY]) == 0
+  assert cli.main(["mnist", "--out", str(out), "--lamb", "0.2",
+                   "--stop-at-threshold", *_TINY]) == 0
   res = json.loads((out / "results.json").read_text())
   assert res["dataset"] == "sklearn-digits-8x8 (offline fallback, not MNIST)"
   assert res["run"] == "grokfast-ema"
@@ -302,7 +331,8 @@ def test_cli_mnist_writes_results_and_curves(tmp_path, capsys):
   for key in ("steps_to_val_acc_95", "seconds_to_val_acc_95",
               "final_train_acc", "final_val_acc", "history"):
     assert key in res
-  assert [h["step"] for h in res["history"]] == [0, 4, 8]
+  assert [h["step"] for h in res["history"]] == [0, 4]
+  assert res["stopped_at_threshold"] and res["steps_to_val_acc_95"] == 0
   assert set(res["history"][0]) == {"step", "epoch", "train_loss", "train_acc",
                                     "val_loss", "val_acc", "seconds"}
   assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -312,17 +342,22 @@ def test_cli_mnist_writes_results_and_curves(tmp_path, capsys):
 
 def test_cli_mnist_compare_writes_both_runs(tmp_path, capsys):
   out = tmp_path / "cmp"
-  assert cli.main(["mnist-compare", "--out", str(out), *_TINY]) == 0
-  for sub in ("none", "ema"):
+  assert cli.main(["mnist-compare", "--out", str(out), "--wd-ablation",
+                   *_TINY]) == 0
+  for sub, filter_ in (("none", "none"), ("ema", "ema"), ("none-wd", "none")):
     res = json.loads((out / sub / "results.json").read_text())
-    assert res["settings"]["filter"] == sub
+    assert res["settings"]["filter"] == filter_
     assert (out / sub / "curves.png").is_file()
   top = json.loads((out / "results.json").read_text())
-  assert set(top["runs"]) == {"baseline", "grokfast-ema"}
-  assert top["runs"]["baseline"]["settings"]["weight_decay"] == 0.01
+  assert set(top["runs"]) == {"baseline", "grokfast-ema", "adamw-wd2"}
+  wds = {k: v["settings"]["weight_decay"] for k, v in top["runs"].items()}
+  assert wds == {"baseline": 0.01, "grokfast-ema": 2.0, "adamw-wd2": 2.0}
   assert top["dataset"].startswith("sklearn-digits-8x8")
   assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
-  assert top["verdict"] in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert top["verdict"] in printed and top["ablation_verdict"][0] in printed
+  assert "baseline (wd 0.01)" in printed
+  assert "grokfast-ema (alpha 0.8, lamb 0.1, wd 2)" in printed
 
 
 def test_cli_rejects_bad_settings(tmp_path):

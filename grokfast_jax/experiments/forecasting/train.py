@@ -39,7 +39,8 @@ def gather(series: jax.Array, starts: jax.Array, lookback: int,
 
 
 def _forward(graphdef, params, rest, x):
-  model = nnx.merge(graphdef, params, rest)
+  # copy=True: fresh Variables at the current trace level.
+  model = nnx.merge(graphdef, params, rest, copy=True)
   pred = model(x)
   return pred, nnx.split(model, nnx.Param, ...)[2]
 

@@ -1,4 +1,4 @@
-"""Settings of the MNIST large-initialization experiment (Grokfast paper, Sec. 4).
+"""Settings of the MNIST large-initialization experiment (Grokfast paper).
 
 The paper's MNIST run (Lee et al. 2024, after Liu et al.'s Omnigrok) trains a
 784-200-200-10 ReLU MLP whose initial weights are scaled by 8, on 1,000
@@ -82,7 +82,8 @@ class MnistConfig:
     _check("lr", self.lr, self.lr > 0, "> 0")
     _check("init_scale", self.init_scale, self.init_scale > 0, "> 0")
     if not self.hidden or any(int(h) < 1 for h in self.hidden):
-      raise ValueError(f"hidden must be non-empty widths >= 1, got {self.hidden}")
+      raise ValueError(
+          f"hidden must be non-empty widths >= 1, got {self.hidden}")
     _check("train_size", self.train_size, self.train_size >= 1, ">= 1")
     _check("batch_size", self.batch_size,
            1 <= self.batch_size <= self.train_size, "in [1, train_size]")
@@ -104,6 +105,14 @@ class MnistConfig:
     """A short label: "baseline", "grokfast-ema" or "grokfast-ma"."""
     return "baseline" if self.filter == "none" else f"grokfast-{self.filter}"
 
+  @property
+  def label(self) -> str:
+    """The settings that tell runs apart, e.g. "alpha 0.8, lamb 0.1, wd 2"."""
+    knobs = {"none": [],
+             "ema": [f"alpha {self.alpha:g}", f"lamb {self.lamb:g}"],
+             "ma": [f"window {self.window_size}", f"lamb {self.lamb:g}"]}
+    return ", ".join(knobs[self.filter] + [f"wd {self.weight_decay:g}"])
+
   def to_dict(self) -> dict[str, Any]:
     """The settings as a JSON-friendly dict, without the unused filter knobs."""
     d = dataclasses.asdict(self)
@@ -115,7 +124,8 @@ class MnistConfig:
     return d
 
 
-def paper_config(filter: str = "ema", **overrides: Optional[Any]) -> MnistConfig:
+def paper_config(filter: str = "ema",
+                 **overrides: Optional[Any]) -> MnistConfig:
   """A config with the paper's settings for `filter`, then `overrides`.
 
   Overrides set to None are ignored, so parsed command-line options with no
@@ -142,6 +152,14 @@ def paper_config(filter: str = "ema", **overrides: Optional[Any]) -> MnistConfig
   fields = dict(PAPER_DEFAULTS[filter])
   fields.update({k: v for k, v in overrides.items() if v is not None})
   return MnistConfig(filter=filter, **fields)
+
+
+def is_paper_setting(cfg: MnistConfig) -> bool:
+  """Whether `cfg` is the paper's setting for its filter (seed, step count and
+  evaluation period aside), so the paper's figures apply to it."""
+  free = ("seed", "max_steps", "eval_every")
+  mine, paper = cfg.to_dict(), paper_config(cfg.filter).to_dict()
+  return all(mine[k] == paper[k] for k in mine if k not in free)
 
 
 def _check(name: str, value: Any, ok: bool, allowed: str) -> None:

@@ -1,4 +1,4 @@
-"""MNIST from local files (IDX or Keras-style npz), or an offline digits stand-in.
+"""MNIST from local IDX or Keras-style npz files, or an offline digits stand-in.
 
 Nothing here downloads anything. Give :func:`load_dataset` one of
 
@@ -64,6 +64,7 @@ class Dataset:
     y_test: int32 ``[n_test]`` in [0, 9].
     label: what the data is, e.g. "MNIST" or :data:`DIGITS_LABEL`; written to
       results and printed with them.
+    source: where it was read from (a path, or "sklearn.datasets.load_digits").
   """
 
   x_train: np.ndarray
@@ -71,6 +72,7 @@ class Dataset:
   x_test: np.ndarray
   y_test: np.ndarray
   label: str
+  source: str = ""
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -185,7 +187,7 @@ def load_digits_fallback() -> Dataset:
   train, test = perm[:_DIGITS_TRAIN], perm[_DIGITS_TRAIN:]
   flat = images.reshape(len(images), -1)
   return Dataset(flat[train], labels[train], flat[test], labels[test],
-                 DIGITS_LABEL)
+                 DIGITS_LABEL, source="sklearn.datasets.load_digits")
 
 
 def load_dataset(path: Optional[PathLike] = None) -> Dataset:
@@ -278,4 +280,4 @@ def _from_arrays(arrays: dict[str, np.ndarray], source: str) -> Dataset:
     scale = 255.0 if np.issubdtype(x.dtype, np.integer) else 1.0
     out[f"x_{split}"] = (x.reshape(len(x), -1) / scale).astype(np.float32)
     out[f"y_{split}"] = y.astype(np.int32)
-  return Dataset(**out, label=MNIST_LABEL)
+  return Dataset(**out, label=MNIST_LABEL, source=source)

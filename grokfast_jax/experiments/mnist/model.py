@@ -73,7 +73,7 @@ class MLP(nnx.Module):
         for n_in, n_out in zip(widths[:-1], widths[1:])])
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps ``[batch, in_features]`` inputs to ``[batch, out_features]`` outputs."""
+    """Maps ``[batch, in_features]`` inputs to ``[batch, out_features]``."""
     for layer in self.layers[:-1]:
       x = jax.nn.relu(layer(x))
     return self.layers[-1](x)

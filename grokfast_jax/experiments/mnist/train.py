@@ -17,6 +17,8 @@ offline stand-in for MNIST everywhere.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
@@ -69,14 +71,15 @@ def make_optimizer(cfg: config_lib.MnistConfig) -> optax.GradientTransformation:
 
 
 def mse_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean squared error against one-hot targets (mean over batch and classes)."""
+  """Mean squared error against one-hot targets, averaged over all entries."""
   targets = jax.nn.one_hot(labels, NUM_CLASSES, dtype=logits.dtype)
   return jnp.mean((logits - targets) ** 2)
 
 
-def make_step_fns(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                  steps_per_epoch: int, batch_size: int):
-  """Builds the jitted training chunk and evaluation functions.
+def make_train_epochs(graphdef: nnx.GraphDef,
+                      tx: optax.GradientTransformation,
+                      steps_per_epoch: int, batch_size: int):
+  """Builds the jitted training chunk: a scan over epochs of minibatch scans.
 
   Args:
     graphdef: the model's graph definition (from `nnx.split`).
@@ -85,9 +88,10 @@ def make_step_fns(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     batch_size: minibatch size.
 
   Returns:
-    ``(train_epochs, evaluate)``: ``train_epochs(state, x, y, n_epochs)``
-    returns the state after `n_epochs` epochs (state donated, `n_epochs`
-    static); ``evaluate(params, x, y)`` returns ``(mse, accuracy)``.
+    ``train_epochs(state, x, y, n_epochs)``, returning the :class:`TrainState`
+    after `n_epochs` epochs (`state` donated, `n_epochs` static). Each epoch
+    splits the state's key, shuffles the `x.shape[0]` examples with it and
+    runs `steps_per_epoch` minibatch steps, dropping the remainder.
   """
 
   def loss_fn(params, x, y):
@@ -113,24 +117,32 @@ def make_step_fns(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                             length=n_epochs)
     return state
 
-  def evaluate(params, x, y):
-    logits = nnx.merge(graphdef, params)(x)
-    acc = jnp.mean(jnp.argmax(logits, -1) == y)
-    return mse_loss(logits, y), acc
+  return jax.jit(train_epochs, static_argnames="n_epochs", donate_argnums=0)
 
-  return (jax.jit(train_epochs, static_argnames="n_epochs", donate_argnums=0),
-          jax.jit(evaluate))
+
+@functools.partial(jax.jit, static_argnums=0)
+def evaluate(graphdef: nnx.GraphDef, params: nnx.State, x: jax.Array,
+             y: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """MSE and accuracy of the model ``nnx.merge(graphdef, params)`` on (x, y).
+
+  Jitted with `graphdef` static, so runs of one architecture share the
+  compiled function.
+  """
+  logits = nnx.merge(graphdef, params)(x)
+  acc = jnp.mean(jnp.argmax(logits, -1) == y)
+  return mse_loss(logits, y), acc
 
 
 def train(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset, *,
-          progress: bool = True, stop_at_threshold: bool = False
-          ) -> dict[str, Any]:
+          name: Optional[str] = None, progress: bool = True,
+          stop_at_threshold: bool = False) -> dict[str, Any]:
   """Trains one run and returns its results (settings, summary and history).
 
   Args:
     cfg: the run's settings.
     dataset: the full dataset; a `cfg.train_size` subset chosen by `cfg.seed`
       is trained on, the whole test set is the validation set.
+    name: the run's name in results and progress (default `cfg.run_name`).
     progress: show a progress bar.
     stop_at_threshold: stop at the first evaluation reaching 95% test
       accuracy instead of running `cfg.max_steps` steps.
@@ -156,14 +168,15 @@ def train(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset, *,
   tx = make_optimizer(cfg)
   state = TrainState(params, tx.init(params), shuffle_key)
   spe = cfg.steps_per_epoch
-  train_epochs, evaluate = make_step_fns(graphdef, tx, spe, cfg.batch_size)
+  train_epochs = make_train_epochs(graphdef, tx, spe, cfg.batch_size)
 
+  name = name or cfg.run_name
   start = time.perf_counter()
   history: list[dict[str, Any]] = []
 
   def record(step: int) -> dict[str, Any]:
-    train_loss, train_acc = evaluate(state.params, x_train, y_train)
-    val_loss, val_acc = evaluate(state.params, x_test, y_test)
+    train_loss, train_acc = evaluate(graphdef, state.params, x_train, y_train)
+    val_loss, val_acc = evaluate(graphdef, state.params, x_test, y_test)
     entry = {"step": step, "epoch": step // spe,
              "train_loss": float(train_loss), "train_acc": float(train_acc),
              "val_loss": float(val_loss), "val_acc": float(val_acc),
@@ -173,7 +186,7 @@ def train(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset, *,
 
   record(0)
   step = 0
-  with common.progress_bar(cfg.max_steps, cfg.run_name,
+  with common.progress_bar(cfg.max_steps, name,
                            disable=not progress) as bar:
     while step < cfg.max_steps:
       n_steps = min(cfg.eval_every, cfg.max_steps - step)
@@ -183,32 +196,41 @@ def train(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset, *,
       bar.update_to(entry)
       if stop_at_threshold and entry["val_acc"] >= config_lib.THRESHOLD:
         break
-  return summarize(cfg, dataset, history, n_params=n_params)
+  return summarize(cfg, dataset, history, name=name, n_params=n_params,
+                   stopped_at_threshold=step < cfg.max_steps)
 
 
 def summarize(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
-              history: list[dict[str, Any]], *, n_params: int
-              ) -> dict[str, Any]:
+              history: list[dict[str, Any]], *, name: str, n_params: int,
+              stopped_at_threshold: bool = False) -> dict[str, Any]:
   """The results dict written to results.json.
 
-  Keys: experiment, run, dataset, settings, optimizer, n_train, n_test,
+  Keys: experiment, run (`name`), label (the distinguishing settings),
+  dataset, data_source, settings, optimizer, n_train, n_test,
   n_params, steps_to_val_acc_95 / seconds_to_val_acc_95 (None if 95% test
   accuracy was never reached; resolution `eval_every` steps; seconds are wall
   time since the start of training, compilation and evaluations included),
-  paper_steps_to_val_acc_95 (the paper's figure on real MNIST, or None),
+  paper_steps_to_val_acc_95 (the paper's figure, only for real MNIST with
+  the paper's settings; else None),
   final_step, final_train_acc, final_val_acc, final_train_loss,
-  final_val_loss, best_val_acc, total_seconds, history.
+  final_val_loss, best_val_acc, total_seconds, stopped_at_threshold (True
+  when the run ended early at 95%), history.
   """
   step95, sec95 = common.steps_to_threshold(history, "val_acc",
                                             config_lib.THRESHOLD)
   last = history[-1]
-  paper = (config_lib.PAPER_STEPS_TO_95.get(cfg.filter)
-           if dataset.label == data_lib.MNIST_LABEL else None)
-  optimizer = "adamw" if cfg.filter == "none" else f"grokfast_{cfg.filter} -> adamw"
+  paper = None
+  if (dataset.label == data_lib.MNIST_LABEL
+      and config_lib.is_paper_setting(cfg)):
+    paper = config_lib.PAPER_STEPS_TO_95.get(cfg.filter)
+  optimizer = ("adamw" if cfg.filter == "none"
+               else f"grokfast_{cfg.filter} -> adamw")
   return {
       "experiment": "mnist-large-init",
-      "run": cfg.run_name,
+      "run": name,
+      "label": cfg.label,
       "dataset": dataset.label,
+      "data_source": dataset.source,
       "settings": cfg.to_dict(),
       "optimizer": optimizer,
       "loss": "mse on one-hot targets",
@@ -225,21 +247,24 @@ def summarize(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
       "final_val_loss": last["val_loss"],
       "best_val_acc": max(h["val_acc"] for h in history),
       "total_seconds": last["seconds"],
+      "stopped_at_threshold": stopped_at_threshold,
       "history": history,
   }
 
 
 def describe(results: dict[str, Any]) -> str:
   """One honest line on whether and when a run reached 95% test accuracy."""
-  name, step = results["run"], results["steps_to_val_acc_95"]
+  name = f"{results['run']} ({results['label']})"
+  step = results["steps_to_val_acc_95"]
   if step is None:
     return (f"{name} had not reached 95% test accuracy after "
             f"{common.format_steps(results['final_step'])} steps "
             f"(best {results['best_val_acc']:.1%}, final "
             f"{results['final_val_acc']:.1%})")
-  return (f"{name} reached 95% test accuracy at step {common.format_steps(step)}"
-          f" ({results['seconds_to_val_acc_95']:.1f} s; final "
-          f"{results['final_val_acc']:.1%})")
+  return (f"{name} reached 95% test accuracy at step "
+          f"{common.format_steps(step)} "
+          f"({results['seconds_to_val_acc_95']:.1f} s; "
+          f"final {results['final_val_acc']:.1%})")
 
 
 def compare_line(baseline: dict[str, Any], grokfast: dict[str, Any]) -> str:
@@ -251,7 +276,8 @@ def compare_line(baseline: dict[str, Any], grokfast: dict[str, Any]) -> str:
             f"{b / g:.1f}x fewer steps")
   if g is not None:
     return (f"{gname} reached 95% at step {g:,}; {bname} had not after "
-            f"{baseline['final_step']:,} steps (so > {baseline['final_step'] / g:.1f}x)")
+            f"{baseline['final_step']:,} steps "
+            f"(> {baseline['final_step'] / g:.1f}x fewer steps)")
   if b is not None:
     return (f"{bname} reached 95% at step {b:,}; {gname} had not after "
             f"{grokfast['final_step']:,} steps")
@@ -278,7 +304,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
   single.set_defaults(func=run_single)
 
   compare = subparsers.add_parser(
-      "mnist-compare", help="MNIST with large initialization: baseline vs Grokfast",
+      "mnist-compare",
+      help="MNIST with large initialization: baseline vs Grokfast",
       description="Run the baseline (AdamW, weight decay 0.01) and a Grokfast "
       "run on the same data and seed, and plot them together; --alpha, "
       "--lamb, --window-size and --weight-decay apply to the Grokfast run.")
@@ -287,6 +314,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
   compare.add_argument(
       "--baseline-weight-decay", type=float, default=None,
       help="baseline's AdamW weight decay (default: the paper's 0.01)")
+  compare.add_argument(
+      "--wd-ablation", action="store_true",
+      help="also run AdamW with the Grokfast run's weight decay and no "
+      "filter, to separate the filter's effect from the weight decay's")
   compare.set_defaults(func=run_compare)
 
 
@@ -337,20 +368,23 @@ def _config_from_args(args: argparse.Namespace, filter: str,
 
 
 def _print_dataset(dataset: data_lib.Dataset) -> None:
-  print(f"dataset: {dataset.label} ({len(dataset.y_train)} train images "
-        f"available, {len(dataset.y_test)} test)")
+  print(f"dataset: {dataset.label} from {dataset.source} "
+        f"({len(dataset.y_train)} train images available, "
+        f"{len(dataset.y_test)} test)")
   if dataset.label != data_lib.MNIST_LABEL:
     print("WARNING: no --data given; these are NOT MNIST results. Pass "
           "--data with the MNIST files to reproduce the paper's setting.")
 
 
-def _run_and_save(cfg, dataset, out_dir: Path, args) -> dict[str, Any]:
-  results = train(cfg, dataset, progress=not args.no_progress,
+def _run_and_save(cfg, dataset, out_dir: Path, args,
+                  name: Optional[str] = None) -> dict[str, Any]:
+  results = train(cfg, dataset, name=name, progress=not args.no_progress,
                   stop_at_threshold=args.stop_at_threshold)
   common.save_results(out_dir, results)
-  common.plot_curves({cfg.run_name: results["history"]},
+  common.plot_curves({results["run"]: results["history"]},
                      out_dir / "curves.png",
-                     f"{cfg.run_name} on {dataset.label}")
+                     f"MNIST large init: {results['run']} ({cfg.label})\n"
+                     f"[{dataset.label}]")
   return results
 
 
@@ -370,8 +404,10 @@ def run_compare(args: argparse.Namespace) -> int:
   """``grokfast-jax mnist-compare``: baseline then Grokfast, same data and seed.
 
   Writes OUT/none/ and OUT/<filter>/ (each results.json and curves.png),
-  OUT/results.json (both runs' results and the verdict) and OUT/curves.png
-  (both runs overlaid).
+  OUT/results.json (all runs' results and the verdicts) and OUT/curves.png
+  (runs overlaid). With ``--wd-ablation`` a third run, AdamW with the
+  Grokfast run's weight decay and no filter, goes to OUT/none-wd/ and is
+  named "adamw-wd<wd>": it separates the filter's effect from the decay's.
   """
   dataset = data_lib.load_dataset(args.data)
   grok_cfg = _config_from_args(args, args.filter, args.weight_decay)
@@ -382,18 +418,27 @@ def run_compare(args: argparse.Namespace) -> int:
       eval_every=args.eval_every)
   _print_dataset(dataset)
   out = Path(args.out)
+  plan = [(base_cfg.run_name, base_cfg, out / "none"),
+          (grok_cfg.run_name, grok_cfg, out / grok_cfg.filter)]
+  if args.wd_ablation:
+    abl_cfg = dataclasses.replace(base_cfg, weight_decay=grok_cfg.weight_decay)
+    plan.append((f"adamw-wd{abl_cfg.weight_decay:g}", abl_cfg, out / "none-wd"))
   runs = {}
-  for cfg in (base_cfg, grok_cfg):
-    runs[cfg.run_name] = _run_and_save(cfg, dataset, out / cfg.filter, args)
-    print(describe(runs[cfg.run_name]))
-  verdict = compare_line(runs[base_cfg.run_name], runs[grok_cfg.run_name])
+  for name, cfg, run_dir in plan:
+    runs[name] = _run_and_save(cfg, dataset, run_dir, args, name=name)
+    print(describe(runs[name]))
+  grok = runs[grok_cfg.run_name]
+  verdicts = [compare_line(runs[name], grok) for name, _, _ in plan
+              if name != grok_cfg.run_name]
   common.save_results(out, {"experiment": "mnist-large-init-compare",
-                            "dataset": dataset.label, "verdict": verdict,
+                            "dataset": dataset.label, "verdict": verdicts[0],
+                            "ablation_verdict": verdicts[1:] or None,
                             "runs": runs})
   common.plot_curves({k: v["history"] for k, v in runs.items()},
                      out / "curves.png",
-                     f"MNIST large init: baseline vs {grok_cfg.run_name} "
-                     f"({dataset.label})")
-  print(f"[{dataset.label}] {verdict}")
+                     f"MNIST large init: {' vs '.join(runs)}\n"
+                     f"[{dataset.label}]")
+  for verdict in verdicts:
+    print(f"[{dataset.label}] {verdict}")
   print(f"wrote {out / 'results.json'} and {out / 'curves.png'}")
   return 0

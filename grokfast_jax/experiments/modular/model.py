@@ -27,6 +27,27 @@ import jax.numpy as jnp
 from flax import nnx
 
 LN_EPS = 1e-5
+_SQRT_HALF = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@jax.custom_jvp
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU, ``torch.nn.GELU()``'s default, with a cheap derivative.
+
+  Same values as ``jax.nn.gelu(x, approximate=False)``; the hand-written
+  derivative ``Phi(x) + x * phi(x)`` makes the backward pass evaluate one
+  erf and one exp per element (autodiff of the erf form costs several).
+  """
+  return x * (0.5 + 0.5 * jax.lax.erf(x * _SQRT_HALF))
+
+
+@gelu.defjvp
+def _gelu_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  cdf = 0.5 + 0.5 * jax.lax.erf(x * _SQRT_HALF)
+  pdf = jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI
+  return x * cdf, (cdf + x * pdf) * t
 
 
 def torch_linear_init(fan_in: int):
@@ -99,7 +120,7 @@ class Block(nnx.Module):
   def __call__(self, h: jax.Array, last_only: bool = False) -> jax.Array:
     h = self.ln1(h)
     h = (h[:, -1:] if last_only else h) + self.attn(h, last_only)
-    m = self.fc2(jax.nn.gelu(self.fc1(self.ln2(h)), approximate=False))
+    m = self.fc2(gelu(self.fc1(self.ln2(h))))
     return h + m
 
 

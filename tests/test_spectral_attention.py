@@ -1,0 +1,318 @@
+"""Tests of grokfast_jax.spectral_attention against a float64 NumPy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from grokfast_jax import spectral_attention as sa
+
+ALPHAS = (0.9, 0.99, 0.999)
+C, L = 3, 5
+
+
+def _components_output(logits, f, emas):
+  """2 * sum_k softmax(logits)_k S_k with S built explicitly (float64)."""
+  logits = np.asarray(logits, np.float64)
+  w = np.exp(logits - logits.max(axis=1, keepdims=True))
+  w /= w.sum(axis=1, keepdims=True)  # (C, 2N+1, L)
+  n = emas.shape[0]
+  comps = [f - emas[i] for i in reversed(range(n))] + [f / 2] + [
+      emas[i] for i in range(n)]
+  return 2 * sum(w[:, k] * comps[k] for k in range(2 * n + 1))
+
+
+def _reference_batched(logits, xs, alphas, state=None):
+  """Sample t uses the EMA of strictly earlier samples (float64 loop)."""
+  xs = np.asarray(xs, np.float64)
+  a = np.asarray(alphas, np.float64)[:, None, None]
+  m = np.broadcast_to(xs[0], (len(alphas),) + xs.shape[1:]).copy() \
+      if state is None else np.asarray(state, np.float64)
+  outs = []
+  for f in xs:
+    outs.append(_components_output(logits, f, m))
+    m = a * m + (1 - a) * f
+  return np.stack(outs), m
+
+
+def _reference_sequential(logits, xs, alphas):
+  """Sample t uses the EMA including itself (float64 loop)."""
+  xs = np.asarray(xs, np.float64)
+  a = np.asarray(alphas, np.float64)[:, None, None]
+  m = np.broadcast_to(xs[0], (len(alphas),) + xs.shape[1:]).copy()
+  outs = []
+  for f in xs:
+    m = a * m + (1 - a) * f
+    outs.append(_components_output(logits, f, m))
+  return np.stack(outs), m
+
+
+def _random_logits(module, seed=1):
+  shape = module.logits[...].shape
+  module.logits[...] = jnp.asarray(
+      np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def _x(b, seed=0, c=C, length=L):
+  # A random walk, so the EMAs differ visibly from the current sample.
+  steps = np.random.default_rng(seed).normal(size=(b, c, length))
+  return jnp.asarray(np.cumsum(steps, axis=0) * 0.3, jnp.float32)
+
+
+def _snapshot(module):
+  """A copy of the module's state (nnx.state holds the live Variables)."""
+  return jax.tree.map(lambda a: a, nnx.state(module))
+
+
+@pytest.mark.parametrize("batch", [1, 7, 256])
+def test_batched_unrolled_ema_matches_sequential_recursion(batch):
+  bsa = sa.BatchedSpectralAttention(C, L, alphas=ALPHAS, rngs=nnx.Rngs(0))
+  _random_logits(bsa)
+  x = _x(batch)
+  y = bsa(x)
+  ref_y, ref_m = _reference_batched(bsa.logits[...], x, ALPHAS)
+  scale = float(np.abs(ref_y).max())
+  np.testing.assert_allclose(y, ref_y, atol=3e-6 * scale, rtol=0)
+  np.testing.assert_allclose(bsa.ema[...], ref_m, atol=3e-6 * scale, rtol=0)
+
+
+def test_closed_form_stays_accurate_for_long_batches_and_alpha_near_one():
+  alphas = (0.5, 0.9, 0.999, 0.9999)
+  bsa = sa.BatchedSpectralAttention(2, 4, alphas=alphas, rngs=nnx.Rngs(0))
+  _random_logits(bsa)
+  x = _x(400, c=2, length=4) + 10.0  # an offset makes cancellation visible
+  bsa(x[:1])  # start the state from sample 0, then unroll 399 more
+  y = bsa(x[1:])
+  ref_y, ref_m = _reference_batched(bsa.logits[...], x, alphas)
+  # Relative to the signal's size (~10): float32 rounding, no blow-up.
+  np.testing.assert_allclose(y, ref_y[1:], rtol=0, atol=1e-6 * 15)
+  np.testing.assert_allclose(bsa.ema[...], ref_m, rtol=1e-6, atol=0)
+
+
+def test_sequential_module_matches_reference_recursion():
+  m = sa.SpectralAttention(C, L, alphas=ALPHAS, rngs=nnx.Rngs(0))
+  _random_logits(m)
+  x = _x(20)
+  ys = jnp.stack([m(xi) for xi in x])
+  ref_y, ref_m = _reference_sequential(m.logits[...], x, ALPHAS)
+  np.testing.assert_allclose(ys, ref_y, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(m.ema[...], ref_m, atol=1e-5, rtol=1e-5)
+
+
+def test_identity_at_initialization_both_modules():
+  x = _x(50) + 3.0
+  bsa = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  for chunk in (x[:20], x[20:]):
+    np.testing.assert_allclose(bsa(chunk), chunk, rtol=1e-6, atol=1e-6)
+  seq = sa.SpectralAttention(C, L, rngs=nnx.Rngs(0))
+  for xi in x:
+    np.testing.assert_allclose(seq(xi), xi, rtol=1e-6, atol=1e-6)
+  learn = sa.BatchedSpectralAttention(C, L, learnable_alpha=True,
+                                      rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(learn(x), x, rtol=1e-6, atol=1e-6)
+  # The initial logits are -(N - k)^2 / 4, symmetric about k = N.
+  np.testing.assert_allclose(bsa.logits[...][0, :, 0],
+                             [-9 / 4, -1, -1 / 4, 0, -1 / 4, -1, -9 / 4])
+
+
+def test_causality_later_samples_do_not_change_earlier_outputs():
+  bsa = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  _random_logits(bsa)
+  state = _snapshot(bsa)
+  x = _x(12)
+  y1 = bsa(x)
+  nnx.update(bsa, state)
+  y2 = bsa(x.at[6].add(5.0))
+  np.testing.assert_array_equal(y1[:6], y2[:6])
+  assert not np.allclose(y1[6:], y2[6:])
+  assert not np.allclose(y1[7], y2[7])  # a later sample sees the change
+
+
+@pytest.mark.parametrize("bptt", [True, False])
+def test_bptt_gradient_reaches_earlier_samples_only_when_enabled(bptt):
+  bsa = sa.BatchedSpectralAttention(C, L, bptt=bptt, rngs=nnx.Rngs(0))
+  _random_logits(bsa)
+  bsa(_x(4, seed=3))  # a carried state, so sample 0 is not the EMA seed
+  graphdef, state = nnx.split(bsa)
+  x = _x(8)
+
+  def later_output(inputs):
+    return jnp.sum(nnx.merge(graphdef, state, copy=True)(inputs)[7] ** 2)
+
+  grad = jax.grad(later_output)(x)
+  assert np.all(np.isfinite(grad))
+  assert np.abs(grad[7]).max() > 0  # the sample's own input
+  earlier = np.abs(grad[:7]).max()
+  if bptt:
+    assert earlier > 1e-4
+  else:
+    assert earlier == 0.0
+
+
+def test_one_batch_of_2b_equals_two_batches_of_b():
+  for learnable in (False, True):
+    one = sa.BatchedSpectralAttention(C, L, learnable_alpha=learnable,
+                                      rngs=nnx.Rngs(0))
+    _random_logits(one)
+    two = sa.BatchedSpectralAttention(C, L, learnable_alpha=learnable,
+                                      rngs=nnx.Rngs(0))
+    nnx.update(two, _snapshot(one))
+    x = _x(64)
+    y_one = one(x)
+    y_two = jnp.concatenate([two(x[:32]), two(x[32:])])
+    np.testing.assert_allclose(y_one, y_two, atol=2e-5, rtol=0)
+    np.testing.assert_allclose(one.ema[...], two.ema[...], atol=2e-5, rtol=0)
+
+
+def test_reset_restarts_from_the_next_input():
+  for module, x in ((sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0)),
+                     _x(6)),
+                    (sa.SpectralAttention(C, L, rngs=nnx.Rngs(0)), _x(6)[0])):
+    _random_logits(module)
+    fresh_state = _snapshot(module)
+    first = module(x)
+    module(x + 4.0)
+    assert bool(module.initialized[...])
+    module.reset()
+    assert not bool(module.initialized[...])
+    np.testing.assert_array_equal(module.ema[...],
+                                  np.zeros(module.ema[...].shape))
+    np.testing.assert_allclose(module(x), first, rtol=1e-6, atol=1e-6)
+    nnx.update(module, fresh_state)
+
+
+def test_learnable_alpha_init_gradient_and_agreement_with_fixed():
+  bsa = sa.BatchedSpectralAttention(C, L, learnable_alpha=True,
+                                    rngs=nnx.Rngs(0))
+  assert bsa.alpha_logits[...].shape == (3, C)
+  np.testing.assert_allclose(bsa.alpha_array(),
+                             np.broadcast_to(np.array(ALPHAS)[:, None],
+                                             (3, C)), rtol=1e-6)
+  np.testing.assert_allclose(jax.nn.sigmoid(bsa.alpha_logits[...][:, 0]),
+                             ALPHAS, rtol=1e-6)
+  _random_logits(bsa)
+  fixed = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  fixed.logits[...] = bsa.logits[...]
+  x = _x(16)
+  np.testing.assert_allclose(bsa(x), fixed(x), atol=1e-5, rtol=1e-5)
+
+  bsa.reset()
+  graphdef, params, rest = nnx.split(bsa, nnx.Param, ...)
+
+  def loss(p):
+    return jnp.sum(nnx.merge(graphdef, p, rest, copy=True)(x) ** 2)
+
+  grads = jax.grad(loss)(params)
+  g = np.asarray(grads["alpha_logits"][...])
+  assert g.shape == (3, C) and np.all(np.isfinite(g))
+  assert np.abs(g).min() > 0
+
+
+def test_jit_matches_eager_and_updates_state():
+  eager = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  _random_logits(eager)
+  jitted = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  nnx.update(jitted, _snapshot(eager))
+  step = nnx.jit(lambda m, x: m(x))
+  x = _x(30)
+  for chunk in (x[:10], x[10:20], x[20:]):
+    np.testing.assert_allclose(step(jitted, chunk), eager(chunk), atol=1e-5,
+                               rtol=1e-5)
+  np.testing.assert_allclose(jitted.ema[...], eager.ema[...], atol=1e-5)
+  assert bool(jitted.initialized[...])
+  reset = nnx.jit(lambda m: m.reset())
+  reset(jitted)
+  assert not bool(jitted.initialized[...])
+
+  seq = sa.SpectralAttention(C, L, rngs=nnx.Rngs(0))
+  ref = sa.SpectralAttention(C, L, rngs=nnx.Rngs(0))
+  for xi in x[:5]:
+    np.testing.assert_allclose(step(seq, xi), ref(xi), atol=1e-6)
+  np.testing.assert_allclose(seq.ema[...], ref.ema[...], atol=1e-6)
+
+
+def test_state_is_saved_and_restored_and_is_not_a_param():
+  bsa = sa.BatchedSpectralAttention(C, L, learnable_alpha=True,
+                                    rngs=nnx.Rngs(0))
+  _random_logits(bsa)
+  x = _x(30)
+  bsa(x[:10])
+  saved = _snapshot(bsa)
+  spectral = nnx.state(bsa, sa.SpectralState)
+  assert set(spectral.keys()) == {"ema", "initialized"}
+  assert set(nnx.state(bsa, nnx.Param).keys()) == {"logits", "alpha_logits"}
+  y1 = bsa(x[10:])
+  bsa.reset()
+  bsa(x[:3] * 7.0)
+  nnx.update(bsa, saved)
+  np.testing.assert_array_equal(bsa(x[10:]), y1)
+
+  # An optimizer over nnx.Param leaves the carried state alone.
+  opt = nnx.Optimizer(bsa, optax.sgd(0.1), wrt=nnx.Param)
+  ema_before = np.asarray(bsa.ema[...])
+  grads = nnx.grad(lambda m: jnp.sum(m(x[:4]) ** 2))(bsa)
+  ema_after_forward = np.asarray(bsa.ema[...])
+  opt.update(bsa, grads)
+  np.testing.assert_array_equal(bsa.ema[...], ema_after_forward)
+  assert not np.array_equal(ema_before, ema_after_forward)
+
+
+def test_warm_up_equals_running_the_history_through_the_module():
+  x = _x(100)
+  run = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  for i in range(0, 100, 25):
+    run(x[i:i + 25])
+  warm = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  sa.warm_up(warm, x)
+  np.testing.assert_allclose(warm.ema[...], run.ema[...], atol=2e-5)
+  seq = sa.SpectralAttention(C, L, rngs=nnx.Rngs(0))
+  for xi in x[:10]:
+    seq(xi)
+  seq_warm = sa.SpectralAttention(C, L, rngs=nnx.Rngs(0))
+  sa.warm_up(seq_warm, x[:10])
+  np.testing.assert_allclose(seq_warm.ema[...], seq.ema[...], atol=1e-5)
+  sa.warm_up(seq_warm, x[:0])  # empty history: no change
+  with pytest.raises(ValueError, match="history"):
+    sa.warm_up(warm, x[:, :, :2])
+
+
+def test_reset_all_reaches_nested_modules():
+  class Net(nnx.Module):
+
+    def __init__(self):
+      self.inner = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+
+  net = Net()
+  net.inner(_x(4))
+  sa.reset_all(net)
+  assert not bool(net.inner.initialized[...])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"channels": 0}, "channels"),
+    ({"channels": -2}, "channels"),
+    ({"channels": 2.5}, "channels"),
+    ({"channels": True}, "channels"),
+    ({"length": 0}, "length"),
+    ({"alphas": ()}, "alphas"),
+    ({"alphas": (0.9, 1.0)}, r"\(0, 1\)"),
+    ({"alphas": (0.0,)}, r"\(0, 1\)"),
+    ({"alphas": (float("nan"),)}, "alphas"),
+    ({"alphas": 0.9}, "alphas"),
+])
+def test_bad_arguments_raise(kwargs, match):
+  args = {"channels": C, "length": L, **kwargs}
+  for cls in (sa.SpectralAttention, sa.BatchedSpectralAttention):
+    with pytest.raises(ValueError, match=match):
+      cls(args["channels"], args["length"],
+          **({"alphas": args["alphas"]} if "alphas" in args else {}),
+          rngs=nnx.Rngs(0))
+
+
+def test_wrong_input_shapes_raise():
+  with pytest.raises(ValueError, match="shape"):
+    sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))(jnp.zeros((C, L)))
+  with pytest.raises(ValueError, match="shape"):
+    sa.SpectralAttention(C, L, rngs=nnx.Rngs(0))(jnp.zeros((2, C, L)))
