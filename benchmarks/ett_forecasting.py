@@ -47,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--patience", type=int, default=2)
   p.add_argument("--ft-epochs", type=int, default=3)
   p.add_argument("--split", default="ratio", choices=fdata.SPLITS)
+  p.add_argument("--control", action="store_true",
+                 help="also fine-tune the base model without BSA by the same "
+                 "protocol (separates BSA from the extra training)")
   p.add_argument("--json", default=None, help="also write raw results here")
   return p.parse_args(argv)
 
@@ -70,7 +73,7 @@ def main(argv=None) -> None:
                                max_epochs=args.max_epochs,
                                patience=args.patience,
                                ft_epochs=args.ft_epochs)
-          out = train.run(values, cfg)
+          out = train.run(values, cfg, control=args.control)
           runs.append(out)
           print(f"[{time.perf_counter() - t_start:7.1f}s] {ds} H={horizon} "
                 f"{model} seed={seed}: base {out['base']['mse']:.4f} "
@@ -79,33 +82,43 @@ def main(argv=None) -> None:
         rows.append({
             "dataset": ds, "horizon": horizon, "model": model,
             **{f"{k}_{m}": float(np.mean([r[k][m] for r in runs]))
-               for k in ("base", "bsa") for m in ("mse", "mae")},
-            "runs": [{k: r[k] for k in ("base", "bsa", "base_val", "bsa_val",
-                                        "seconds")} for r in runs]})
+               for k in ("base", "bsa", "control") if k in runs[0]
+               for m in ("mse", "mae")},
+            "runs": [{k: r[k] for k in ("base", "bsa", "control", "base_val",
+                                        "bsa_val", "seconds") if k in r}
+                     for r in runs]})
   total = time.perf_counter() - t_start
 
+  ctl = args.control
   print("| dataset | H | model | base MSE | BSA MSE | ΔMSE | base MAE | "
-        "BSA MAE | ΔMAE |")
-  print("|---|---|---|---|---|---|---|---|---|")
+        "BSA MAE | ΔMAE |" + (" control MSE | Δ control |" if ctl else ""))
+  print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if ctl else ""))
   for r in rows:
+    extra = (f" {r['control_mse']:.4f} | "
+             f"{_pct(r['control_mse'], r['base_mse'])} |" if ctl else "")
     print(f"| {r['dataset']} | {r['horizon']} | {r['model']} | "
           f"{r['base_mse']:.4f} | {r['bsa_mse']:.4f} | "
           f"{_pct(r['bsa_mse'], r['base_mse'])} | {r['base_mae']:.4f} | "
-          f"{r['bsa_mae']:.4f} | {_pct(r['bsa_mae'], r['base_mae'])} |")
+          f"{r['bsa_mae']:.4f} | {_pct(r['bsa_mae'], r['base_mae'])} |"
+          + extra)
   print()
   print("Mean over horizons:")
   print()
   print("| dataset | model | base MSE | BSA MSE | ΔMSE | base MAE | BSA MAE |"
-        " ΔMAE |")
-  print("|---|---|---|---|---|---|---|---|")
+        " ΔMAE |" + (" control MSE | Δ control |" if ctl else ""))
+  print("|---|---|---|---|---|---|---|---|" + ("---|---|" if ctl else ""))
   for ds in args.datasets:
     for model in args.models:
       sel = [r for r in rows if r["dataset"] == ds and r["model"] == model]
-      m = {k: float(np.mean([r[k] for r in sel]))
-           for k in ("base_mse", "bsa_mse", "base_mae", "bsa_mae")}
+      keys = ("base_mse", "bsa_mse", "base_mae", "bsa_mae") + (
+          ("control_mse",) if ctl else ())
+      m = {k: float(np.mean([r[k] for r in sel])) for k in keys}
+      extra = (f" {m['control_mse']:.4f} | "
+               f"{_pct(m['control_mse'], m['base_mse'])} |" if ctl else "")
       print(f"| {ds} | {model} | {m['base_mse']:.4f} | {m['bsa_mse']:.4f} | "
             f"{_pct(m['bsa_mse'], m['base_mse'])} | {m['base_mae']:.4f} | "
-            f"{m['bsa_mae']:.4f} | {_pct(m['bsa_mae'], m['base_mae'])} |")
+            f"{m['bsa_mae']:.4f} | {_pct(m['bsa_mae'], m['base_mae'])} |"
+            + extra)
   print()
   print(f"Total wall time: {total:.0f} s on {platform.machine()} "
         f"({os.cpu_count()} CPUs visible), seeds {args.seeds}.")

@@ -6,6 +6,9 @@ import pytest
 
 from grokfast_jax import cli
 
+# A small model keeps compilation short; the shape flags are tested too.
+_SMALL = ["--width", "32", "--depth", "1", "--heads", "2"]
+
 
 def _check_run(result, filter):
   assert result["settings"]["filter"] == filter
@@ -23,6 +26,7 @@ def test_modular_writes_results_and_curves(tmp_path, capsys):
   out = tmp_path / "run"
   rc = cli.main(["modular", "--p", "11", "--op", "-", "--filter", "ma",
                  "--window-size", "5", "--max-steps", "12", "--seed", "1",
+                 *_SMALL,
                  "--out", str(out), "--no-progress"])
   assert rc == 0
   result = json.loads((out / "results.json").read_text())
@@ -30,6 +34,7 @@ def test_modular_writes_results_and_curves(tmp_path, capsys):
   assert result["settings"]["window_size"] == 5
   assert result["settings"]["lamb"] == 5.0  # paper default for ma
   assert result["settings"]["weight_decay"] == 0.01
+  assert (result["settings"]["width"], result["settings"]["depth"]) == (32, 1)
   assert result["final"]["step"] == 12  # 55 examples: 1 update per epoch
   assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
   assert "grokfast-ma" in capsys.readouterr().out
@@ -38,7 +43,7 @@ def test_modular_writes_results_and_curves(tmp_path, capsys):
 def test_compare_writes_every_run_and_summary(tmp_path, capsys):
   out = tmp_path / "cmp"
   rc = cli.main(["compare", "--p", "11", "--max-steps", "6", "--out",
-                 str(out), "--no-progress"])
+                 str(out), "--no-progress", *_SMALL])
   assert rc == 0
   for f in ("none", "ema"):
     run = json.loads((out / f / "results.json").read_text())

@@ -52,7 +52,7 @@ def test_plot_curves_writes_png(tmp_path):
 
 
 def test_progress_bar_tracks_steps():
-  with common.progress_bar(30, "x", disable=True) as bar:
+  with common.progress_bar(30, "x") as bar:
     for entry in _history():
       bar.update_to(entry)
     assert bar._bar.n == 30

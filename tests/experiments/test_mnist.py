@@ -259,12 +259,13 @@ def test_jitted_epoch_matches_python_loop():
 
 def test_short_training_loss_falls():
   ds = data_lib.load_dataset(None)
-  cfg = config_lib.paper_config("none", max_steps=20, eval_every=10,
+  # Same shapes and settings as the CLI tests' baseline: shares its compile.
+  cfg = config_lib.paper_config("none", max_steps=20, eval_every=4,
                                 train_size=100, batch_size=50)
   res = train_lib.train(cfg, ds, progress=False)
   hist = res["history"]
-  assert [h["step"] for h in hist] == [0, 10, 20]
-  assert [h["epoch"] for h in hist] == [0, 5, 10]
+  assert [h["step"] for h in hist] == [0, 4, 8, 12, 16, 20]
+  assert [h["epoch"] for h in hist] == [0, 2, 4, 6, 8, 10]
   assert hist[-1]["train_loss"] < 0.1 * hist[0]["train_loss"]
   assert all(0.0 <= h["train_acc"] <= 1.0 and 0.0 <= h["val_acc"] <= 1.0
              for h in hist)
@@ -321,13 +322,13 @@ _TINY = ["--max-steps", "8", "--eval-every", "4", "--train-size", "100",
 def test_cli_mnist_writes_results_and_curves(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr(config_lib, "THRESHOLD", 0.0)  # stop after one period
   out = tmp_path / "run"
-  assert cli.main(["mnist", "--out", str(out), "--lamb", "0.2",
-                   "--stop-at-threshold", *_TINY]) == 0
+  assert cli.main(["mnist", "--out", str(out), "--stop-at-threshold",
+                   "--filter", "none", "--weight-decay", "2", *_TINY]) == 0
   res = json.loads((out / "results.json").read_text())
   assert res["dataset"] == "sklearn-digits-8x8 (offline fallback, not MNIST)"
-  assert res["run"] == "grokfast-ema"
-  assert res["settings"]["lamb"] == 0.2 and res["settings"]["alpha"] == 0.8
-  assert res["settings"]["weight_decay"] == 2.0
+  assert res["run"] == "baseline" and res["optimizer"] == "adamw"
+  assert res["settings"]["weight_decay"] == 2.0  # overrides none's 0.01
+  assert res["settings"]["init_scale"] == 8.0 and "alpha" not in res["settings"]
   for key in ("steps_to_val_acc_95", "seconds_to_val_acc_95",
               "final_train_acc", "final_val_acc", "history"):
     assert key in res
@@ -360,7 +361,13 @@ def test_cli_mnist_compare_writes_both_runs(tmp_path, capsys):
   assert "grokfast-ema (alpha 0.8, lamb 0.1, wd 2)" in printed
 
 
-def test_cli_rejects_bad_settings(tmp_path):
-  with pytest.raises(ValueError, match="eval_every"):
-    cli.main(["mnist", "--out", str(tmp_path), "--eval-every", "7",
-              "--no-progress"])
+def test_cli_rejects_bad_settings(tmp_path, capsys):
+  assert cli.main(["mnist", "--out", str(tmp_path), "--eval-every", "7",
+                   "--no-progress"]) == 2
+  assert "grokfast-jax mnist: error: eval_every must be" in (
+      capsys.readouterr().err)
+  assert cli.main(["mnist-compare", "--data", str(tmp_path / "none"),
+                   "--no-progress"]) == 2
+  assert "does not exist" in capsys.readouterr().err
+  assert cli.main(["mnist", "--train-size", "5000", "--no-progress"]) == 2
+  assert "train_size must be in [1, 1000]" in capsys.readouterr().err

@@ -202,6 +202,9 @@ def finetune_spectral(model: nnx.Module, fd: fdata.ForecastData,
                       ) -> nnx.Module:
   """Fine-tunes a model holding BSA on consecutive, unshuffled windows.
 
+  (A model without BSA goes through the same protocol, all of its parameters
+  at `ft_lr_base`: the control of the benchmark.)
+
   Every epoch starts from a reset EMA state and walks the training windows in
   time order in batches of `ft_batch_size` (the incomplete last batch is
   dropped); the state carries across batches. The parameters of the epoch
@@ -240,16 +243,21 @@ def finetune_spectral(model: nnx.Module, fd: fdata.ForecastData,
   return model
 
 
-def run(values: np.ndarray, cfg: ForecastConfig) -> dict[str, Any]:
+def run(values: np.ndarray, cfg: ForecastConfig, *,
+        control: bool = False) -> dict[str, Any]:
   """Base training, BSA fine-tuning and test metrics of both.
 
   Args:
     values: the raw (T, C) series (e.g. from :func:`data.load_ett_csv`).
     cfg: the settings.
+    control: also fine-tune a copy of the base model WITHOUT BSA by the same
+      protocol (consecutive batches, same optimizer, epochs and selection),
+      to separate the effect of BSA from that of the extra training.
 
   Returns:
-    A dict with "base" and "bsa" test metrics ({"mse", "mae"}), their
-    validation MSEs, the per-epoch "log" and "seconds".
+    A dict with "base" and "bsa" (and "control") test metrics
+    ({"mse", "mae"}), their validation MSEs, the per-epoch "log" and
+    "seconds".
   """
   t0 = time.perf_counter()
   fd = fdata.make_forecast_data(values, cfg.lookback, cfg.horizon,
@@ -269,6 +277,13 @@ def run(values: np.ndarray, cfg: ForecastConfig) -> dict[str, Any]:
   out["bsa"] = evaluate(bsa, fd, "test", batch_size=cfg.eval_batch_size)
   out["bsa_val"] = evaluate(bsa, fd, "val",
                             batch_size=cfg.eval_batch_size)["mse"]
+  if control:
+    ctl = make_model(cfg.model, fd.channels, cfg.lookback, cfg.horizon,
+                     seed=cfg.seed)
+    transfer_params(base, ctl)
+    finetune_spectral(ctl, fd, cfg)
+    out["control"] = evaluate(ctl, fd, "test",
+                              batch_size=cfg.eval_batch_size)
   out["log"] = log
   out["seconds"] = time.perf_counter() - t0
   return out

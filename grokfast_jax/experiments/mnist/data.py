@@ -205,7 +205,7 @@ def load_dataset(path: Optional[PathLike] = None) -> Dataset:
   """
   if path is None:
     return load_digits_fallback()
-  path = Path(path)
+  path = Path(path).expanduser()
   if path.is_file():
     if path.suffix == ".npz":
       return load_mnist_npz(path)
@@ -233,13 +233,19 @@ def train_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
   Raises:
     ValueError: `size` out of range.
   """
+  check_train_size(dataset, size)
+  n = len(dataset.y_train)
+  idx = np.random.default_rng(seed).choice(n, size, replace=False)
+  return dataclasses.replace(dataset, x_train=dataset.x_train[idx],
+                             y_train=dataset.y_train[idx])
+
+
+def check_train_size(dataset: Dataset, size: int) -> None:
+  """Raises a ValueError unless `size` is in [1, number of training images]."""
   n = len(dataset.y_train)
   if not 1 <= size <= n:
     raise ValueError(f"train_size must be in [1, {n}] for {dataset.label}, "
                      f"got {size}")
-  idx = np.random.default_rng(seed).choice(n, size, replace=False)
-  return dataclasses.replace(dataset, x_train=dataset.x_train[idx],
-                             y_train=dataset.y_train[idx])
 
 
 def _has_idx(directory: Path) -> bool:

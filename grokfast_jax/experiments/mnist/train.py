@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
@@ -55,18 +56,31 @@ class TrainState(NamedTuple):
 def make_optimizer(cfg: config_lib.MnistConfig) -> optax.GradientTransformation:
   """AdamW, behind the Grokfast filter the config names (if any).
 
+  Equal settings return the same (stateless) object, so that runs with equal
+  settings share the compiled training function.
+
   Args:
     cfg: the run's settings.
 
   Returns:
     ``adamw`` for "none", else ``chain(grokfast_<filter>, adamw)``.
   """
-  adamw = optax.adamw(cfg.lr, weight_decay=cfg.weight_decay)
-  if cfg.filter == "ema":
-    return optax.chain(gj.grokfast_ema(alpha=cfg.alpha, lamb=cfg.lamb), adamw)
-  if cfg.filter == "ma":
+  knobs = {"none": (), "ema": (cfg.alpha, cfg.lamb),
+           "ma": (cfg.window_size, cfg.lamb)}[cfg.filter]
+  return _optimizer(cfg.filter, knobs, cfg.lr, cfg.weight_decay)
+
+
+@functools.lru_cache(maxsize=32)
+def _optimizer(filter: str, knobs: tuple, lr: float,
+               weight_decay: float) -> optax.GradientTransformation:
+  adamw = optax.adamw(lr, weight_decay=weight_decay)
+  if filter == "ema":
+    alpha, lamb = knobs
+    return optax.chain(gj.grokfast_ema(alpha=alpha, lamb=lamb), adamw)
+  if filter == "ma":
+    window_size, lamb = knobs
     return optax.chain(
-        gj.grokfast_ma(window_size=cfg.window_size, lamb=cfg.lamb), adamw)
+        gj.grokfast_ma(window_size=window_size, lamb=lamb), adamw)
   return adamw
 
 
@@ -76,6 +90,7 @@ def mse_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean((logits - targets) ** 2)
 
 
+@functools.lru_cache(maxsize=32)
 def make_train_epochs(graphdef: nnx.GraphDef,
                       tx: optax.GradientTransformation,
                       steps_per_epoch: int, batch_size: int):
@@ -91,7 +106,8 @@ def make_train_epochs(graphdef: nnx.GraphDef,
     ``train_epochs(state, x, y, n_epochs)``, returning the :class:`TrainState`
     after `n_epochs` epochs (`state` donated, `n_epochs` static). Each epoch
     splits the state's key, shuffles the `x.shape[0]` examples with it and
-    runs `steps_per_epoch` minibatch steps, dropping the remainder.
+    runs `steps_per_epoch` minibatch steps, dropping the remainder. Cached:
+    equal arguments return the same jitted (and compiled) function.
   """
 
   def loss_fn(params, x, y):
@@ -332,7 +348,8 @@ def _add_common_args(p: argparse.ArgumentParser, *, filters, default_filter,
   p.add_argument("--alpha", type=float, default=None,
                  help="Grokfast-EMA momentum (paper: 0.8)")
   p.add_argument("--lamb", type=float, default=None,
-                 help="Grokfast amplification (paper: 0.1 for ema; 5.0 for ma)")
+                 help="Grokfast amplification (default 0.1 for ema, the "
+                 "paper's; 5.0 for ma)")
   p.add_argument("--window-size", type=int, default=None,
                  help="Grokfast-MA window (default 100)")
   p.add_argument("--weight-decay", type=float, default=None,
@@ -388,10 +405,21 @@ def _run_and_save(cfg, dataset, out_dir: Path, args,
   return results
 
 
+def _usage_error(args: argparse.Namespace, error: ValueError) -> int:
+  """Reports bad settings or data as a one-line CLI error; returns status 2."""
+  command = getattr(args, "command", None) or "mnist"
+  print(f"grokfast-jax {command}: error: {error}", file=sys.stderr)
+  return 2
+
+
 def run_single(args: argparse.Namespace) -> int:
   """``grokfast-jax mnist``: one run; writes OUT/results.json and curves.png."""
-  dataset = data_lib.load_dataset(args.data)
-  cfg = _config_from_args(args, args.filter, args.weight_decay)
+  try:
+    dataset = data_lib.load_dataset(args.data)
+    cfg = _config_from_args(args, args.filter, args.weight_decay)
+    data_lib.check_train_size(dataset, cfg.train_size)
+  except ValueError as e:
+    return _usage_error(args, e)
   _print_dataset(dataset)
   out = Path(args.out)
   results = _run_and_save(cfg, dataset, out, args)
@@ -409,13 +437,17 @@ def run_compare(args: argparse.Namespace) -> int:
   Grokfast run's weight decay and no filter, goes to OUT/none-wd/ and is
   named "adamw-wd<wd>": it separates the filter's effect from the decay's.
   """
-  dataset = data_lib.load_dataset(args.data)
-  grok_cfg = _config_from_args(args, args.filter, args.weight_decay)
-  base_cfg = config_lib.paper_config(
-      "none", weight_decay=args.baseline_weight_decay, lr=args.lr,
-      init_scale=args.init_scale, train_size=args.train_size,
-      batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps,
-      eval_every=args.eval_every)
+  try:
+    dataset = data_lib.load_dataset(args.data)
+    grok_cfg = _config_from_args(args, args.filter, args.weight_decay)
+    base_cfg = config_lib.paper_config(
+        "none", weight_decay=args.baseline_weight_decay, lr=args.lr,
+        init_scale=args.init_scale, train_size=args.train_size,
+        batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps,
+        eval_every=args.eval_every)
+    data_lib.check_train_size(dataset, grok_cfg.train_size)
+  except ValueError as e:
+    return _usage_error(args, e)
   _print_dataset(dataset)
   out = Path(args.out)
   plan = [(base_cfg.run_name, base_cfg, out / "none"),

@@ -368,6 +368,11 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
                       "coupled L2 added to the gradient")
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar")
+  shape = parser.add_argument_group(
+      "model shape (defaults: the paper's 2 blocks, width 128, 4 heads)")
+  shape.add_argument("--depth", type=_positive_int, default=2)
+  shape.add_argument("--width", type=_positive_int, default=128)
+  shape.add_argument("--heads", type=_positive_int, default=4)
 
 
 def _add_filter_args(parser: argparse.ArgumentParser) -> None:
@@ -388,7 +393,8 @@ def _config_from_args(args: argparse.Namespace, filter: str,
       filter, alpha=args.alpha, lamb=args.lamb, window_size=args.window_size,
       weight_decay=args.weight_decay, op=args.op, p=args.p,
       train_fraction=args.train_fraction, decoupled_wd=args.decoupled_wd,
-      seed=args.seed, max_steps=args.max_steps, stop_at_target=stop_at_target)
+      seed=args.seed, max_steps=args.max_steps, stop_at_target=stop_at_target,
+      depth=args.depth, width=args.width, heads=args.heads)
 
 
 def run_label(filter: str) -> str:
@@ -441,8 +447,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
           f"--filters must list some of {config_lib.FILTERS}, got {f!r}")
   if len(set(filters)) != len(filters):
     raise ValueError(f"--filters lists a filter twice: {args.filters!r}")
-  if args.filter_args and len(filters) > 2:
-    pass  # overrides apply to every filtered run
   out = Path(args.out)
   results, lines = {}, []
   print(f"comparing {', '.join(run_label(f) for f in filters)} on x "
@@ -513,4 +517,4 @@ def add_parsers(subparsers: Any) -> None:
                  ">= 95%%")
   c.add_argument("--out", default="runs/compare",
                  help="output directory (default runs/compare)")
-  c.set_defaults(func=cmd_compare, filter_args=False)
+  c.set_defaults(func=cmd_compare)
