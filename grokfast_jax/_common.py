@@ -83,10 +83,31 @@ def compute_dtype(state_dtype: Any, update_dtype: Any) -> jnp.dtype:
     return jnp.promote_types(state_dtype, update_dtype)
 
 
-def state_dtype_for(param: jax.Array, accumulator_dtype: Any) -> jnp.dtype:
+def state_dtype_for(param: Any, accumulator_dtype: Any) -> jnp.dtype:
   """The state dtype for one leaf: `accumulator_dtype`, else the param's."""
   return jnp.dtype(accumulator_dtype) if accumulator_dtype is not None else (
-      jnp.asarray(param).dtype)
+      jnp.result_type(param))
+
+
+def zeros_state(param: Any, accumulator_dtype: Any,
+                lead: tuple[int, ...] = ()) -> jax.Array:
+  """Zeros of shape `lead + param.shape`, placed like `param`.
+
+  A concrete sharded `param` gives state sharded the same way (the `lead`
+  axes unsharded), so the filter adds no data movement to a sharded step.
+  """
+  dtype = state_dtype_for(param, accumulator_dtype)
+  if not lead:
+    return jnp.zeros_like(param, dtype=dtype)  # keeps param's sharding
+  sharding = None
+  if isinstance(param, jax.Array) and not isinstance(param, jax.core.Tracer):
+    sharding = param.sharding
+    if isinstance(sharding, jax.sharding.NamedSharding):
+      spec = jax.sharding.PartitionSpec(*(None,) * len(lead), *sharding.spec)
+      sharding = jax.sharding.NamedSharding(sharding.mesh, spec)
+    elif not isinstance(sharding, jax.sharding.SingleDeviceSharding):
+      sharding = None  # let XLA's sharding propagation decide
+  return jnp.zeros(lead + jnp.shape(param), dtype, device=sharding)
 
 
 def canonical_dtype(accumulator_dtype: Any) -> Optional[jnp.dtype]:

@@ -117,8 +117,7 @@ def grokfast_ma(
 
   def init_fn(params):
     def zeros(p, lead=()):
-      return jnp.zeros(lead + jnp.shape(p),
-                       _common.state_dtype_for(p, accumulator_dtype))
+      return _common.zeros_state(p, accumulator_dtype, lead)
     return GrokfastMaState(
         count=jnp.zeros([], jnp.int32),
         window=_common.tree_map_none(lambda p: zeros(p, (w,)), params),
