@@ -89,14 +89,21 @@ def state_dtype_for(param: Any, accumulator_dtype: Any) -> jnp.dtype:
       jnp.result_type(param))
 
 
-def zeros_state(param: Any, accumulator_dtype: Any,
+def at_least_f32(dtype: Any) -> jnp.dtype:
+  """`dtype`, widened to float32 if it is a narrower float (f16, bf16)."""
+  dtype = jnp.dtype(dtype)
+  if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+    return jnp.dtype(jnp.float32)
+  return dtype
+
+
+def zeros_state(param: Any, dtype: Any,
                 lead: tuple[int, ...] = ()) -> jax.Array:
-  """Zeros of shape `lead + param.shape`, placed like `param`.
+  """Zeros of `dtype` and shape `lead + param.shape`, placed like `param`.
 
   A concrete sharded `param` gives state sharded the same way (the `lead`
   axes unsharded), so the filter adds no data movement to a sharded step.
   """
-  dtype = state_dtype_for(param, accumulator_dtype)
   if not lead:
     return jnp.zeros_like(param, dtype=dtype)  # keeps param's sharding
   sharding = None

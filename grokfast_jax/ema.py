@@ -88,7 +88,8 @@ def grokfast_ema(
 
   def init_fn(params):
     mu = _common.tree_map_none(
-        lambda p: _common.zeros_state(p, accumulator_dtype), params)
+        lambda p: _common.zeros_state(
+            p, _common.state_dtype_for(p, accumulator_dtype)), params)
     return GrokfastEmaState(count=jnp.zeros([], jnp.int32), mu=mu)
 
   def update_fn(updates, state, params=None, **extra_args):

@@ -27,6 +27,9 @@ class GrokfastMaState(NamedTuple):
     fresh: sum of the updates written since the ring last wrapped. When the
       ring wraps it is the sum of the whole window, summed afresh, and it
       replaces the running sum: rounding never accumulates past one cycle.
+
+  `window` is held in the accumulator dtype; `partial` and `fresh` in the
+  accumulator dtype widened to at least float32, since they sum many updates.
   """
 
   count: jax.Array
@@ -64,8 +67,9 @@ def grokfast_ma(
   the running sum is replaced by a fresh sum of the window accumulated over
   that cycle, so its rounding error is that of at most about
   `2 * window_size` additions, however long training runs. The state holds
-  `window_size + 2` copies of the params in `accumulator_dtype` (use a bf16
-  `accumulator_dtype` to halve it for f32 params). Donate the optimizer state
+  `window_size` copies of the params in `accumulator_dtype` (the buffer) and
+  two more in at least float32 (the running sums): a bf16
+  `accumulator_dtype` halves the buffer for f32 params. Donate the optimizer state
   to the jitted step (``jax.jit(step, donate_argnums=...)``): the buffer is
   then updated in place; without donation XLA must copy the whole buffer
   every step to keep the input alive, which makes a step O(window_size).
@@ -82,8 +86,8 @@ def grokfast_ma(
       does not.
     warmup: pass updates through unchanged until the window is full. With
       `False`, average over the updates seen so far.
-    accumulator_dtype: dtype of the buffer and sums; `None` (default) uses
-      each param's dtype.
+    accumulator_dtype: dtype of the window buffer; `None` (default) uses each
+      param's dtype. The two running sums use it widened to at least float32.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs` whose state is a
@@ -116,13 +120,19 @@ def grokfast_ma(
   accumulator_dtype = _common.canonical_dtype(accumulator_dtype)
 
   def init_fn(params):
-    def zeros(p, lead=()):
-      return _common.zeros_state(p, accumulator_dtype, lead)
+    def window(p):
+      return _common.zeros_state(
+          p, _common.state_dtype_for(p, accumulator_dtype), (w,))
+
+    def running_sum(p):  # never narrower than f32: it sums many updates
+      return _common.zeros_state(p, _common.at_least_f32(
+          _common.state_dtype_for(p, accumulator_dtype)))
+
     return GrokfastMaState(
         count=jnp.zeros([], jnp.int32),
-        window=_common.tree_map_none(lambda p: zeros(p, (w,)), params),
-        partial=_common.tree_map_none(zeros, params),
-        fresh=_common.tree_map_none(zeros, params))
+        window=_common.tree_map_none(window, params),
+        partial=_common.tree_map_none(running_sum, params),
+        fresh=_common.tree_map_none(running_sum, params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -134,7 +144,8 @@ def grokfast_ma(
     lam = _common.hyperparam(lamb, count)
 
     def leaf(g, buf, partial, fresh):
-      dt = _common.compute_dtype(buf.dtype, g.dtype)
+      dt = _common.compute_dtype(partial.dtype, g.dtype)
+      sum_dtype = partial.dtype
       new = g.astype(buf.dtype)  # exactly what the buffer will hold
       fresh = fresh.astype(dt) + new.astype(dt)
       # The window sum after this step; at a wrap, the cycle's fresh sum.
@@ -150,7 +161,7 @@ def grokfast_ma(
       avg = window_sum / seen.astype(dt) if filter_type == "mean" else window_sum
       out = jnp.where(apply, g.astype(dt) + jnp.asarray(lam, dt) * avg,
                       g.astype(dt)).astype(g.dtype)
-      return out, buf, partial.astype(buf.dtype), fresh.astype(buf.dtype)
+      return out, buf, partial.astype(sum_dtype), fresh.astype(sum_dtype)
 
     leaves = _common.tree_map_none(
         leaf, updates, state.window, state.partial, state.fresh)

@@ -79,6 +79,9 @@ def test_dtypes_are_stable(param_dtype, acc_dtype):
   state0 = tx.init(params)
   for leaf in jax.tree.leaves(state0.window):
     assert leaf.dtype == (acc_dtype or param_dtype)
+  for field in ("partial", "fresh"):
+    for leaf in jax.tree.leaves(getattr(state0, field)):
+      assert leaf.dtype == jnp.float32  # running sums: at least f32
   outs, state = helpers.run_jitted(tx, params, grads)
   chex.assert_trees_all_equal_dtypes(outs[-1], grads[-1])
   chex.assert_trees_all_equal_shapes_and_dtypes(state, state0)
@@ -90,13 +93,15 @@ def test_dtypes_are_stable(param_dtype, acc_dtype):
   chex.assert_trees_all_equal_shapes_and_dtypes(state_c, state0)
 
 
-def test_bf16_state_halves_the_memory():
+def test_bf16_state_halves_the_window_memory():
   params = {"w": jnp.zeros((64, 64), jnp.float32)}
   nbytes = lambda s: sum(x.nbytes for x in jax.tree.leaves(s))
+  size = params["w"].nbytes
   f32 = nbytes(gj.grokfast_ma(50).init(params))
   bf16 = nbytes(gj.grokfast_ma(50, accumulator_dtype=jnp.bfloat16).init(params))
-  assert f32 == (50 + 2) * params["w"].nbytes + 4  # + the int32 count
-  assert bf16 == (50 + 2) * params["w"].nbytes // 2 + 4
+  # window + two f32 running sums + the int32 count
+  assert f32 == 50 * size + 2 * size + 4
+  assert bf16 == 50 * size // 2 + 2 * size + 4
 
 
 def _stream(key, count, n, steps):

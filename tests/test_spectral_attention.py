@@ -316,3 +316,25 @@ def test_wrong_input_shapes_raise():
     sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))(jnp.zeros((C, L)))
   with pytest.raises(ValueError, match="shape"):
     sa.SpectralAttention(C, L, rngs=nnx.Rngs(0))(jnp.zeros((2, C, L)))
+
+
+def test_orbax_checkpoint_round_trips_the_carried_state(tmp_path):
+  ocp = pytest.importorskip("orbax.checkpoint")
+  bsa = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  _random_logits(bsa)
+  x = _x(20)
+  bsa(x[:10])
+  state = nnx.to_pure_dict(nnx.state(bsa))
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(tmp_path / "ckpt", state)
+  expected = bsa(x[10:])
+
+  fresh = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                          nnx.to_pure_dict(nnx.state(fresh)))
+  with ocp.StandardCheckpointer() as ckptr:
+    restored = ckptr.restore(tmp_path / "ckpt", abstract)
+  nnx.replace_by_pure_dict(fresh_state := nnx.state(fresh), restored)
+  nnx.update(fresh, fresh_state)
+  assert bool(fresh.initialized[...])
+  np.testing.assert_array_equal(fresh(x[10:]), expected)
