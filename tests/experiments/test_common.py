@@ -4,7 +4,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 
 from grokfast_jax.experiments import common
 

@@ -309,6 +309,9 @@ def test_describe_and_compare_lines():
       "steps (> 5.0x fewer steps)")
   both = dict(base, steps_to_val_acc_95=4000)
   assert "4.0x fewer steps" in train_lib.compare_line(both, grok)
+  faster = dict(base, steps_to_val_acc_95=500)
+  assert train_lib.compare_line(faster, grok).endswith(
+      "baseline at step 500: 2.0x more steps")
   assert "neither" in train_lib.compare_line(
       base, dict(grok, steps_to_val_acc_95=None))
 

@@ -288,8 +288,10 @@ def compare_line(baseline: dict[str, Any], grokfast: dict[str, Any]) -> str:
   b, g = baseline["steps_to_val_acc_95"], grokfast["steps_to_val_acc_95"]
   gname, bname = grokfast["run"], baseline["run"]
   if g is not None and b is not None:
+    ratio = (f"{b / g:.1f}x fewer steps" if b >= g
+             else f"{g / b:.1f}x more steps")
     return (f"{gname} reached 95% at step {g:,}, {bname} at step {b:,}: "
-            f"{b / g:.1f}x fewer steps")
+            f"{ratio}")
   if g is not None:
     return (f"{gname} reached 95% at step {g:,}; {bname} had not after "
             f"{baseline['final_step']:,} steps "

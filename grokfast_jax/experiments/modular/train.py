@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
