@@ -103,7 +103,9 @@ def plot_curves(
   """Plots train (dashed) and validation (solid) accuracy against step.
 
   One colour per run label, all runs overlaid, log-scaled step axis, as in the
-  Grokfast paper's figures. Uses matplotlib's Agg backend (no display).
+  Grokfast paper's figures. Draws on a standalone `matplotlib.figure.Figure`
+  with its own Agg canvas, so it needs no display and leaves pyplot's
+  backend (a notebook's inline plots, say) untouched.
 
   Args:
     runs: run label -> history (dicts with "step", "train_acc", "val_acc").
@@ -114,13 +116,15 @@ def plot_curves(
     The path written.
   """
   import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
 
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  fig = Figure(figsize=(7, 4.5))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
+  colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
   for i, (label, history) in enumerate(runs.items()):
     points = [h for h in history if h.get("step", 0) > 0]
     steps = [h["step"] for h in points]
@@ -138,7 +142,6 @@ def plot_curves(
   ax.legend(loc="best", fontsize="small")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
-  plt.close(fig)
   return path
 
 
