@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,3 +52,20 @@ def leaves_by_step(trees: Sequence[Any]) -> list[list[np.ndarray]]:
   per_step = [[np.asarray(x, np.float64) for x in jax.tree.leaves(t)]
               for t in trees]
   return [list(col) for col in zip(*per_step)]
+
+
+def assert_dtypes_stable(tx: optax.GradientTransformation, params: Any,
+                         grads: Sequence[Any]) -> None:
+  """Outputs keep the gradients' dtypes; the state keeps its dtypes after
+  updates, also when updated inside `jax.lax.cond` (whose branches must
+  return identically typed states)."""
+  state0 = tx.init(params)
+  outs, state = run_jitted(tx, params, grads)
+  chex.assert_trees_all_equal_dtypes(outs[-1], grads[-1])
+  chex.assert_trees_all_equal_shapes_and_dtypes(state, state0)
+
+  def cond_step(pred, g, s):
+    return jax.lax.cond(pred, lambda s: tx.update(g, s)[1], lambda s: s, s)
+
+  state_c = jax.jit(cond_step)(True, grads[0], state0)
+  chex.assert_trees_all_equal_shapes_and_dtypes(state_c, state0)

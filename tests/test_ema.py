@@ -77,16 +77,7 @@ def test_dtypes_are_stable(param_dtype, acc_dtype):
   want_state_dtype = acc_dtype or param_dtype
   for leaf in jax.tree.leaves(state0.mu):
     assert leaf.dtype == want_state_dtype
-  outs, state = helpers.run_jitted(tx, params, grads)
-  chex.assert_trees_all_equal_dtypes(outs[-1], grads[-1])
-  chex.assert_trees_all_equal_shapes_and_dtypes(state, state0)
-
-  # Inside lax.cond both branches must return identically typed states.
-  def cond_step(pred, g, s):
-    return jax.lax.cond(pred, lambda s: tx.update(g, s)[1], lambda s: s, s)
-
-  state_c = jax.jit(cond_step)(True, grads[0], state0)
-  chex.assert_trees_all_equal_shapes_and_dtypes(state_c, state0)
+  helpers.assert_dtypes_stable(tx, params, grads)
 
 
 def test_float64_state_with_x64():
