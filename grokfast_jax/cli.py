@@ -35,8 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  args = build_parser().parse_args(argv)
-  return int(args.func(args) or 0)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    return int(args.func(args) or 0)
+  except (ValueError, FileNotFoundError) as e:
+    # Bad settings, data or checkpoints: one clear line, exit status 2.
+    print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

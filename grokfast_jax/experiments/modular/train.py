@@ -32,6 +32,7 @@ import optax
 from flax import nnx
 
 import grokfast_jax as gj
+from grokfast_jax.experiments import checkpoint as checkpoint_lib
 from grokfast_jax.experiments import common
 from grokfast_jax.experiments.modular import config as config_lib
 from grokfast_jax.experiments.modular import data as data_lib
@@ -248,24 +249,43 @@ def versions() -> dict[str, str]:
           "grokfast_jax": gj.__version__, "numpy": np.__version__}
 
 
-def run(cfg: ModularConfig, *, progress: bool = True,
-        label: Optional[str] = None) -> dict[str, Any]:
-  """Trains one run and returns its results (see :func:`summarize`).
+def train(cfg: ModularConfig, *, progress: bool = True,
+          label: Optional[str] = None,
+          checkpoint_dir: Optional[str | Path] = None, resume: bool = False,
+          checkpoint_every: int = 1) -> tuple[dict[str, Any], Any, Any]:
+  """Trains one run: its results (see :func:`summarize`), params, opt state.
 
   Runs whole epochs until `cfg.max_steps` updates are done (rounded up to a
   whole epoch), or until the validation accuracy reaches `cfg.target` when
   `cfg.stop_at_target`.
 
+  With `checkpoint_dir`, the params, the optimizer state (the Grokfast filter
+  included) and the history are saved every `checkpoint_every` epochs and at
+  the end. The batch order is a function of the seed and the epoch, so a run
+  resumed from a checkpoint continues exactly as the uninterrupted run would
+  have: the same history (but for wall-clock seconds) and, on CPU, bit-for-bit
+  the same parameters.
+
   Args:
     cfg: the settings.
     progress: show a tqdm bar updated every epoch.
     label: name shown on the bar (defaults to the filter).
+    checkpoint_dir: folder for this run's checkpoints, or None.
+    resume: continue from the newest checkpoint in `checkpoint_dir` (start
+      afresh if it holds none).
+    checkpoint_every: save every this many epochs.
 
   Returns:
-    The results dict (settings, history, steps and seconds to 95%, finals,
-    backend, versions).
+    ``(results, params, opt_state)``: the results dict (settings, history,
+    steps and seconds to 95%, finals, backend, versions) and the final
+    state.
+
+  Raises:
+    ValueError: `checkpoint_dir` already holds checkpoints and `resume` is
+      off (nothing is overwritten), or the checkpoint was written with other
+      settings (a `CheckpointMismatchError` naming them).
   """
-  t0 = time.perf_counter()
+  t_start = time.perf_counter()
   trainer = make_trainer(cfg)
   val_x, val_y = jnp.asarray(trainer.val.inputs), jnp.asarray(
       trainer.val.labels)
@@ -275,10 +295,30 @@ def run(cfg: ModularConfig, *, progress: bool = True,
   params, opt_state = trainer.params, trainer.opt_state
   history: list[dict[str, Any]] = []
   first_epoch_seconds = None
+  ckpt = None
+  if checkpoint_dir is not None:
+    ckpt = checkpoint_lib.RunCheckpointer(
+        checkpoint_dir, dataclasses.asdict(cfg), every=checkpoint_every)
+    latest = ckpt.latest_epoch()
+    if latest is not None and not resume:
+      raise ValueError(
+          f"{checkpoint_dir} already holds checkpoints of a run (newest at "
+          f"epoch {latest}); pass --resume to continue it, or choose another "
+          f"--checkpoint-dir")
+    if latest is not None:
+      (params, opt_state), record = ckpt.restore((params, opt_state))
+      history = record["history"]
+      first_epoch_seconds = record["first_epoch_seconds"]
+  # Seconds continue from the checkpoint's clock.
+  t0 = t_start - (history[-1]["seconds"] if history else 0.0)
+  done = cfg.stop_at_target and any(h["val_acc"] >= cfg.target
+                                    for h in history)
   desc = label or (cfg.filter if cfg.filter != "none" else "baseline")
   with common.progress_bar(n_epochs * trainer.steps_per_epoch, desc,
                            disable=not progress) as bar:
-    for epoch in range(1, n_epochs + 1):
+    for epoch in range(len(history) + 1, n_epochs + 1):
+      if done:
+        break
       params, opt_state, m = trainer.train_epoch(
           params, opt_state, jax.random.fold_in(base_key, epoch))
       val_loss, val_acc = trainer.evaluate(params, val_x, val_y)
@@ -295,11 +335,22 @@ def run(cfg: ModularConfig, *, progress: bool = True,
         first_epoch_seconds = entry["seconds"]
       history.append(entry)
       bar.update_to(entry)
-      if cfg.stop_at_target and entry["val_acc"] >= cfg.target:
-        break
-  trainer.params, trainer.opt_state = params, opt_state
-  return summarize(cfg, history, first_epoch_seconds,
-                   trainer.steps_per_epoch)
+      done = cfg.stop_at_target and entry["val_acc"] >= cfg.target
+      if ckpt is not None:
+        ckpt.save(epoch, (params, opt_state),
+                  {"history": history,
+                   "first_epoch_seconds": first_epoch_seconds},
+                  force=done or epoch == n_epochs)
+  if ckpt is not None:
+    ckpt.close()
+  result = summarize(cfg, history, first_epoch_seconds,
+                     trainer.steps_per_epoch)
+  return result, params, opt_state
+
+
+def run(cfg: ModularConfig, **kwargs: Any) -> dict[str, Any]:
+  """Trains one run (see :func:`train`) and returns its results dict."""
+  return train(cfg, **kwargs)[0]
 
 
 def summarize(cfg: ModularConfig, history: list[dict[str, Any]],
@@ -367,6 +418,17 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
                       "coupled L2 added to the gradient")
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar")
+  ckpt = parser.add_argument_group("checkpoints (exact resume)")
+  ckpt.add_argument("--checkpoint-dir", default=None,
+                    help="save params, optimizer and filter state and the "
+                    "history here (compare: one sub-folder per filter)")
+  ckpt.add_argument("--checkpoint-every", type=_positive_int, default=10,
+                    help="epochs between checkpoints (default 10; the last "
+                    "epoch is always saved)")
+  ckpt.add_argument("--resume", action="store_true",
+                    help="continue from the newest checkpoint in "
+                    "--checkpoint-dir: the run goes on exactly as if never "
+                    "interrupted")
   shape = parser.add_argument_group(
       "model shape (defaults: the paper's 2 blocks, width 128, 4 heads)")
   shape.add_argument("--depth", type=_positive_int, default=2)
@@ -425,11 +487,24 @@ def _title(settings: dict[str, Any], what: str) -> str:
           f"{settings['train_fraction']:g}, seed {settings['seed']}: {what}")
 
 
+def _checkpoint_kwargs(args: argparse.Namespace,
+                       sub: Optional[str]) -> dict[str, Any]:
+  """run()'s checkpoint arguments from the command line."""
+  if args.checkpoint_dir is None:
+    if args.resume:
+      raise ValueError("--resume needs --checkpoint-dir")
+    return {}
+  directory = Path(args.checkpoint_dir)
+  return {"checkpoint_dir": directory / sub if sub else directory,
+          "resume": args.resume, "checkpoint_every": args.checkpoint_every}
+
+
 def cmd_modular(args: argparse.Namespace) -> int:
   """``grokfast-jax modular``: one run, results.json and curves.png in --out."""
   cfg = _config_from_args(args, args.filter, args.stop_at_target)
   label = run_label(cfg.filter)
-  result = run(cfg, progress=not args.no_progress, label=label)
+  result = run(cfg, progress=not args.no_progress, label=label,
+               **_checkpoint_kwargs(args, None))
   out = Path(args.out)
   _save_run(out, label, result)
   print(describe(label, result))
@@ -457,7 +532,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if f == "none" and args.weight_decay is not None:
       cfg = dataclasses.replace(cfg, weight_decay=args.weight_decay)
     label = run_label(f)
-    result = run(cfg, progress=not args.no_progress, label=label)
+    result = run(cfg, progress=not args.no_progress, label=label,
+                 **_checkpoint_kwargs(args, f))
     _save_run(out / f, label, result)
     results[label] = result
     lines.append(describe(label, result))
