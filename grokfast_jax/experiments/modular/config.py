@@ -18,6 +18,9 @@ PAPER_DEFAULTS = {
 }
 
 
+MESHES = ("none", "dp", "fsdp")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModularConfig:
   """Everything that defines a run (all of it is written to results.json).
@@ -44,6 +47,10 @@ class ModularConfig:
     warmup_steps: the learning rate is ``lr * min(update / warmup_steps, 1)``
       with ``update = 0`` for the first update.
     depth, width, heads, mlp_ratio: transformer shape.
+    mesh: "none" (one device), "dp" (data parallel: params replicated, each
+      batch split over the devices) or "fsdp" (params, optimizer and filter
+      state split over the devices too).
+    devices: how many devices the mesh uses; 0 for all of them.
   """
 
   op: str = "*"
@@ -69,6 +76,8 @@ class ModularConfig:
   width: int = 128
   heads: int = 4
   mlp_ratio: int = 4
+  mesh: str = "none"
+  devices: int = 0
 
   def __post_init__(self):
     if self.filter not in FILTERS:
@@ -90,6 +99,11 @@ class ModularConfig:
           f"weight_decay must be >= 0, got {self.weight_decay!r}")
     if not 0 < self.target <= 1:
       raise ValueError(f"target must be in (0, 1], got {self.target!r}")
+    if self.mesh not in MESHES:
+      raise ValueError(f"mesh must be one of {MESHES}, got {self.mesh!r}")
+    if not isinstance(self.devices, int) or self.devices < 0:
+      raise ValueError(
+          f"devices must be an int >= 0 (0: all), got {self.devices!r}")
 
 
 def paper_config(filter: str = "none", *, alpha: Optional[float] = None,

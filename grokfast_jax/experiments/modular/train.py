@@ -34,6 +34,7 @@ from flax import nnx
 import grokfast_jax as gj
 from grokfast_jax.experiments import checkpoint as checkpoint_lib
 from grokfast_jax.experiments import common
+from grokfast_jax.experiments import sharding as sharding_lib
 from grokfast_jax.experiments.modular import config as config_lib
 from grokfast_jax.experiments.modular import data as data_lib
 from grokfast_jax.experiments.modular.model import Transformer
@@ -185,12 +186,28 @@ def make_trainer(cfg: ModularConfig) -> Trainer:
                                     cfg.seed)
   graphdef, params = init_model(cfg)
   tx = make_optimizer(cfg)
-  opt_state = jax.jit(tx.init)(params)
   n_train = len(train.labels)
   batch_size = min(cfg.batch_size, n_train)
   steps_per_epoch = -(-n_train // batch_size)
   train_x = jnp.asarray(train.inputs)
   train_y = jnp.asarray(train.labels)
+  split_batch = lambda a: a  # noqa: E731
+  if cfg.mesh == "none":
+    opt_state = jax.jit(tx.init)(params)
+  else:
+    mesh = sharding_lib.make_mesh(cfg.devices)
+    n = mesh.devices.size
+    if batch_size % n:
+      raise ValueError(
+          f"batch_size ({batch_size}) must be a multiple of the number of "
+          f"devices ({n}) with mesh {cfg.mesh!r}")
+    params = sharding_lib.place_params(params, mesh, cfg.mesh)
+    # Optimizer and filter state are created like the params they shadow.
+    opt_state = tx.init(params)
+    train_x, train_y = jax.device_put((train_x, train_y),
+                                      sharding_lib.replicated(mesh))
+    split = sharding_lib.batch_split(mesh)
+    split_batch = lambda a: jax.lax.with_sharding_constraint(a, split)  # noqa: E731
 
   def loss_fn(p, x, y, m):
     logits = nnx.merge(graphdef, p)(x)
@@ -201,7 +218,8 @@ def make_trainer(cfg: ModularConfig) -> Trainer:
     p, s = carry
     idx, m = batch
     (loss, correct), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        p, train_x[idx], train_y[idx], m)
+        p, split_batch(train_x[idx]), split_batch(train_y[idx]),
+        split_batch(m))
     updates, s = tx.update(grads, s, p)
     p = optax.apply_updates(p, updates)
     return (p, s), (loss * m.sum(), correct)
@@ -429,6 +447,13 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
                     help="continue from the newest checkpoint in "
                     "--checkpoint-dir: the run goes on exactly as if never "
                     "interrupted")
+  dev = parser.add_argument_group("several devices")
+  dev.add_argument("--mesh", default="none", choices=config_lib.MESHES,
+                   help="none: one device; dp: data parallel (params "
+                   "replicated, batches split); fsdp: params, optimizer and "
+                   "filter state split over the devices too")
+  dev.add_argument("--devices", type=int, default=0,
+                   help="devices in the mesh (default 0: all)")
   shape = parser.add_argument_group(
       "model shape (defaults: the paper's 2 blocks, width 128, 4 heads)")
   shape.add_argument("--depth", type=_positive_int, default=2)
@@ -455,7 +480,8 @@ def _config_from_args(args: argparse.Namespace, filter: str,
       weight_decay=args.weight_decay, op=args.op, p=args.p,
       train_fraction=args.train_fraction, decoupled_wd=args.decoupled_wd,
       seed=args.seed, max_steps=args.max_steps, stop_at_target=stop_at_target,
-      depth=args.depth, width=args.width, heads=args.heads)
+      depth=args.depth, width=args.width, heads=args.heads, mesh=args.mesh,
+      devices=args.devices)
 
 
 def run_label(filter: str) -> str:
