@@ -68,9 +68,9 @@ def test_cli_passes_the_mesh_through():
   from grokfast_jax import cli
   from grokfast_jax.experiments.modular import train as train_lib
   args = cli.build_parser().parse_args(
-      ["modular", "--mesh", "fsdp", "--devices", "4"])
+      ["modular", "--mesh", "fsdp", "--devices", "4", "--distributed"])
   cfg = train_lib._config_from_args(args, "ema", False)
-  assert (cfg.mesh, cfg.devices) == ("fsdp", 4)
+  assert (cfg.mesh, cfg.devices, args.distributed) == ("fsdp", 4, True)
 
 
 def test_fsdp_spec_picks_the_largest_divisible_axis():

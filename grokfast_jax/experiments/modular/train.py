@@ -454,6 +454,9 @@ def _add_task_args(parser: argparse.ArgumentParser) -> None:
                    "filter state split over the devices too")
   dev.add_argument("--devices", type=int, default=0,
                    help="devices in the mesh (default 0: all)")
+  dev.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (one "
+                   "process per host of a TPU pod slice or GPU cluster)")
   shape = parser.add_argument_group(
       "model shape (defaults: the paper's 2 blocks, width 128, 4 heads)")
   shape.add_argument("--depth", type=_positive_int, default=2)
@@ -525,8 +528,15 @@ def _checkpoint_kwargs(args: argparse.Namespace,
           "resume": args.resume, "checkpoint_every": args.checkpoint_every}
 
 
+def _start_distributed(args: argparse.Namespace) -> None:
+  """Joins the other hosts' processes when --distributed is given."""
+  if args.distributed:
+    jax.distributed.initialize()
+
+
 def cmd_modular(args: argparse.Namespace) -> int:
   """``grokfast-jax modular``: one run, results.json and curves.png in --out."""
+  _start_distributed(args)
   cfg = _config_from_args(args, args.filter, args.stop_at_target)
   label = run_label(cfg.filter)
   result = run(cfg, progress=not args.no_progress, label=label,
@@ -540,6 +550,7 @@ def cmd_modular(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
   """``grokfast-jax compare``: baseline and Grokfast runs, same seed."""
+  _start_distributed(args)
   filters = [f.strip() for f in args.filters.split(",") if f.strip()]
   for f in filters:
     if f not in config_lib.FILTERS:
