@@ -21,21 +21,22 @@ class GrokfastMaState(NamedTuple):
       written to slot `count % window_size` of `window`.
     window: ring buffer of the last `window_size` raw updates; each leaf has
       shape `(window_size, *param.shape)` (zeros where not yet written).
-    partial: the window's sum less the entry the next update evicts (slot
-      `count % window_size`), i.e. the sum of the newest `window_size - 1`
-      updates: the next window sum is `partial + g`.
-    fresh: sum of the updates written since the ring last wrapped. When the
-      ring wraps it is the sum of the whole window, summed afresh, and it
-      replaces the running sum: rounding never accumulates past one cycle.
+    window_sum: the running sum of `window`: each step adds the new update and
+      subtracts the one it evicts.
+    cycle_sum: sum of the updates written since the ring was last at slot 0,
+      this cycle's slots so far. When the ring wraps it is the sum of the whole
+      window, summed afresh, and it replaces `window_sum`: rounding never
+      accumulates past one cycle.
 
-  `window` is held in the accumulator dtype; `partial` and `fresh` in the
-  accumulator dtype widened to at least float32, since they sum many updates.
+  `window` is held in the accumulator dtype; `window_sum` and `cycle_sum` in
+  the accumulator dtype widened to at least float32, since they sum many
+  updates.
   """
 
   count: jax.Array
   window: optax.Updates
-  partial: optax.Updates
-  fresh: optax.Updates
+  window_sum: optax.Updates
+  cycle_sum: optax.Updates
 
 
 def grokfast_ma(
@@ -63,10 +64,10 @@ def grokfast_ma(
 
   Cost: the window is a ring buffer with a running sum, so a step reads and
   writes one slot whatever `window_size` is (O(1) in the window, where the
-  reference re-sums the whole window every step). Every `window_size` steps
-  the running sum is replaced by a fresh sum of the window accumulated over
-  that cycle, so its rounding error is that of at most about
-  `2 * window_size` additions, however long training runs. The state holds
+  reference re-sums the whole window every step). When the ring wraps, the
+  running sum is replaced by a fresh sum of the window accumulated over that
+  cycle, so its rounding error is that of at most about `2 * window_size`
+  additions, however long training runs. The state holds
   `window_size` copies of the params in `accumulator_dtype` (the buffer) and
   two more in at least float32 (the running sums): a bf16
   `accumulator_dtype` halves the buffer for f32 params. Donate the optimizer state
@@ -131,43 +132,47 @@ def grokfast_ma(
     return GrokfastMaState(
         count=jnp.zeros([], jnp.int32),
         window=_common.tree_map_none(window, params),
-        partial=_common.tree_map_none(running_sum, params),
-        fresh=_common.tree_map_none(running_sum, params))
+        window_sum=_common.tree_map_none(running_sum, params),
+        cycle_sum=_common.tree_map_none(running_sum, params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     count = state.count
     slot = count % w
-    wraps = slot == w - 1  # this step writes the ring's last slot
     seen = jnp.minimum(count + 1, w)  # length of the window after this step
     apply = (count + 1 >= w) if warmup else jnp.asarray(True)
     lam = _common.hyperparam(lamb, count)
+    # False at run time (the count never goes negative), but not known to be
+    # false when compiling: see the buffer write below.
+    never = count < 0
 
-    def leaf(g, buf, partial, fresh):
-      dt = _common.compute_dtype(partial.dtype, g.dtype)
-      sum_dtype = partial.dtype
+    def leaf(g, buf, total, cycle):
+      dt = _common.compute_dtype(total.dtype, g.dtype)
+      sum_dtype = total.dtype
       new = g.astype(buf.dtype)  # exactly what the buffer will hold
-      fresh = fresh.astype(dt) + new.astype(dt)
-      # The window sum after this step; at a wrap, the cycle's fresh sum.
-      window_sum = jnp.where(wraps, fresh, partial.astype(dt) + new.astype(dt))
-      fresh = jnp.where(wraps, jnp.zeros_like(fresh), fresh)
-      # Write, then read the entry the next step evicts from the updated
-      # buffer. Reading the evicted slot before the write would make XLA copy
-      # the whole buffer every step (even when donated) to keep the read valid.
-      buf = jax.lax.dynamic_update_index_in_dim(buf, new, slot, 0)
-      evicted_next = jax.lax.dynamic_index_in_dim(
-          buf, (slot + 1) % w, 0, keepdims=False)
-      partial = window_sum - evicted_next.astype(dt)
-      avg = window_sum / seen.astype(dt) if filter_type == "mean" else window_sum
+      evicted = jax.lax.dynamic_index_in_dim(buf, slot, 0, keepdims=False)
+      cycle = jnp.where(slot == 0, jnp.zeros_like(cycle, dt),
+                        cycle.astype(dt)) + new.astype(dt)
+      # At a wrap the cycle's sum is a fresh sum of the whole window.
+      total = jnp.where(slot == w - 1, cycle,
+                        total.astype(dt) + new.astype(dt) - evicted.astype(dt))
+      # The evicted entry is read before the slot is overwritten. To update
+      # the buffer in place (with donation) XLA must see that read ordered
+      # before the write; otherwise it copies the whole buffer every step. The
+      # written value therefore depends on the new sum, which depends on the
+      # read, through a select that is always `new` at run time.
+      buf = jax.lax.dynamic_update_index_in_dim(
+          buf, jnp.where(never, total.astype(buf.dtype), new), slot, 0)
+      avg = total / seen.astype(dt) if filter_type == "mean" else total
       out = jnp.where(apply, g.astype(dt) + jnp.asarray(lam, dt) * avg,
                       g.astype(dt)).astype(g.dtype)
-      return out, buf, partial.astype(sum_dtype), fresh.astype(sum_dtype)
+      return out, buf, total.astype(sum_dtype), cycle.astype(sum_dtype)
 
     leaves = _common.tree_map_none(
-        leaf, updates, state.window, state.partial, state.fresh)
-    out, window, partial, fresh = _common.unzip_pairs(updates, leaves, 4)
+        leaf, updates, state.window, state.window_sum, state.cycle_sum)
+    out, window, total, cycle = _common.unzip_pairs(updates, leaves, 4)
     return out, GrokfastMaState(
-        count=optax.safe_increment(count), window=window, partial=partial,
-        fresh=fresh)
+        count=optax.safe_increment(count), window=window, window_sum=total,
+        cycle_sum=cycle)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

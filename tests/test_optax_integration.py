@@ -107,7 +107,7 @@ def test_tree_map_params_reaches_the_param_shaped_state(make):
     chex.assert_trees_all_equal_dtypes(mapped.mu, {"w": jnp.zeros((), jnp.bfloat16),
                                                    "b": jnp.zeros((), jnp.bfloat16)})
   else:
-    for field in ("window", "partial", "fresh"):
+    for field in ("window", "window_sum", "cycle_sum"):
       for leaf in jax.tree.leaves(getattr(mapped, field)):
         assert leaf.dtype == jnp.bfloat16
 
