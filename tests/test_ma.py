@@ -169,6 +169,29 @@ def test_donated_step_updates_the_ring_buffer_and_sums_in_place():
   assert _window_copies(kept.as_text(), (50, 32, 16))
 
 
+def test_steps_scanned_inside_one_jit_update_the_ring_buffer_in_place():
+  """Also inside a `lax.scan` of steps (as the experiments train), where XLA
+  knows more about the step count, and with the state created inside jit."""
+  params = {"w": jnp.zeros((32, 16))}
+  tx = optax.chain(gj.grokfast_ma(50), optax.adam(1e-3))
+
+  def run(params, state, grads):
+    def body(carry, g):
+      params, state = carry
+      updates, state = tx.update(g, state, params)
+      return (optax.apply_updates(params, updates), state), None
+    return jax.lax.scan(body, (params, state), grads)[0]
+
+  grads = {"w": jnp.ones((10, 32, 16))}
+  with jax.numpy_dtype_promotion("standard"):
+    donated = jax.jit(run, donate_argnums=(0, 1)).lower(
+        params, tx.init(params), grads).compile()
+    inside = jax.jit(lambda p, g: run(p, tx.init(p), g)).lower(
+        params, grads).compile()
+  assert not _window_copies(donated.as_text(), (50, 32, 16))
+  assert not _window_copies(inside.as_text(), (50, 32, 16))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(window_size=0), r"window_size must be an int >= 1, got 0"),
     (dict(window_size=2.5), r"window_size must be an int >= 1"),
