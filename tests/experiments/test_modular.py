@@ -157,6 +157,17 @@ def test_init_follows_pytorch_defaults(model):
   assert len(model.blocks) == 2
 
 
+def test_jitted_init_matches_eager_init():
+  # init_model compiles the initialization as one unoptimized jit; it must
+  # draw the same values as building the model eagerly.
+  cfg = config_lib.paper_config("none", p=11, width=32, heads=2, seed=5)
+  _, params = train_lib.init_model(cfg)
+  eager = model_lib.Transformer(13, 4, width=32, heads=2, rngs=nnx.Rngs(5))
+  for a, b in zip(jax.tree.leaves(params),
+                  jax.tree.leaves(nnx.state(eager, nnx.Param))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
 def test_gelu_is_exact_erf_gelu():
   x = jnp.linspace(-6, 6, 1001)
   np.testing.assert_allclose(model_lib.gelu(x),
