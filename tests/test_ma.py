@@ -140,10 +140,11 @@ def test_running_sum_stays_exact_over_100k_steps(window_size):
   assert naive_errs[-1000:].max() > 1e-5, naive_errs[-1000:].max()
 
 
-def _window_copies(hlo_text, window_shape):
-  shape = "f32[" + ",".join(map(str, window_shape)) + "]"
+def _copies(hlo_text, shape):
+  """Lines of `hlo_text` that copy an f32 array of `shape`."""
+  typed = "f32[" + ",".join(map(str, shape)) + "]"
   return [l for l in hlo_text.splitlines()
-          if re.search(r"\bcopy(-start)?\(", l) and shape in l.split("=")[1]]
+          if re.search(r"\bcopy(-start)?\(", l) and typed in l.split("=")[1]]
 
 
 def test_donated_step_updates_the_ring_buffer_and_sums_in_place():
@@ -160,13 +161,13 @@ def test_donated_step_updates_the_ring_buffer_and_sums_in_place():
   with jax.numpy_dtype_promotion("standard"):
     donated = jax.jit(step, donate_argnums=(0, 1)).lower(*args).compile()
     kept = jax.jit(step).lower(*args).compile()
-  assert not _window_copies(donated.as_text(), (50, 32, 16))
-  assert not _window_copies(donated.as_text(), (50, 16))
+  assert not _copies(donated.as_text(), (50, 32, 16))
+  assert not _copies(donated.as_text(), (50, 16))
   # Nor the running sums: each is read and rewritten by one fusion, and the
   # output reads the new sum (as EMA reads its new average).
-  assert not _window_copies(donated.as_text(), (32, 16))
+  assert not _copies(donated.as_text(), (32, 16))
   # The check can fail: without donation XLA has to copy the buffer.
-  assert _window_copies(kept.as_text(), (50, 32, 16))
+  assert _copies(kept.as_text(), (50, 32, 16))
 
 
 def test_steps_scanned_inside_one_jit_update_the_ring_buffer_in_place():
@@ -188,8 +189,8 @@ def test_steps_scanned_inside_one_jit_update_the_ring_buffer_in_place():
         params, tx.init(params), grads).compile()
     inside = jax.jit(lambda p, g: run(p, tx.init(p), g)).lower(
         params, grads).compile()
-  assert not _window_copies(donated.as_text(), (50, 32, 16))
-  assert not _window_copies(inside.as_text(), (50, 32, 16))
+  assert not _copies(donated.as_text(), (50, 32, 16))
+  assert not _copies(inside.as_text(), (50, 32, 16))
 
 
 @pytest.mark.parametrize("kwargs,match", [
