@@ -29,6 +29,7 @@ Needs PyTorch (``pip install torch==2.13.0``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -51,14 +52,14 @@ TARGET_RATIO = 0.8
 
 
 def torch_config(cfg: config_lib.ModularConfig) -> torch_modular.TorchConfig:
-  """The PyTorch settings equal to the JAX config `cfg`."""
-  return torch_modular.TorchConfig(
-      filter=cfg.filter, alpha=cfg.alpha, lamb=cfg.lamb,
-      weight_decay=cfg.weight_decay, p=cfg.p,
-      train_fraction=cfg.train_fraction, seed=cfg.seed,
-      batch_size=cfg.batch_size, lr=cfg.lr, beta1=cfg.beta1, beta2=cfg.beta2,
-      eps=cfg.eps, warmup_steps=cfg.warmup_steps, depth=cfg.depth,
-      width=cfg.width, heads=cfg.heads, mlp_ratio=cfg.mlp_ratio)
+  """The PyTorch settings equal to the JAX config `cfg`.
+
+  Every TorchConfig field is a ModularConfig field of the same name and
+  meaning, so each is copied from `cfg`.
+  """
+  return torch_modular.TorchConfig(**{
+      f.name: getattr(cfg, f.name)
+      for f in dataclasses.fields(torch_modular.TorchConfig)})
 
 
 class JaxRunner:
