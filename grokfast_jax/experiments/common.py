@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
@@ -95,12 +96,30 @@ def steps_to_threshold(
   return None, None
 
 
+def versions() -> dict[str, str]:
+  """Versions of Python and the libraries a result depends on."""
+  import flax
+  import jax
+  import numpy as np
+  import optax
+
+  import grokfast_jax
+  return {"python": platform.python_version(), "jax": jax.__version__,
+          "jaxlib": getattr(jax.lib, "__version__", jax.__version__),
+          "optax": optax.__version__, "flax": flax.__version__,
+          "grokfast_jax": grokfast_jax.__version__, "numpy": np.__version__}
+
+
 def plot_curves(
     runs: Mapping[str, Sequence[Mapping[str, Any]]],
     path: PathLike,
     title: str,
+    *,
+    metric: str = "acc",
+    ylabel: str = "accuracy",
+    log_y: bool = False,
 ) -> Path:
-  """Plots train (dashed) and validation (solid) accuracy against step.
+  """Plots train (dashed) and validation (solid) curves against step.
 
   One colour per run label, all runs overlaid, log-scaled step axis, as in the
   Grokfast paper's figures. Draws on a standalone `matplotlib.figure.Figure`
@@ -108,9 +127,13 @@ def plot_curves(
   backend (a notebook's inline plots, say) untouched.
 
   Args:
-    runs: run label -> history (dicts with "step", "train_acc", "val_acc").
+    runs: run label -> history (dicts with "step", ``"train_" + metric`` and
+      ``"val_" + metric``; a missing or None value is left out).
     path: image file to write (the suffix picks the format, e.g. ``.png``).
     title: figure title.
+    metric: what to plot, "acc" (the default) or "loss".
+    ylabel: the y axis label.
+    log_y: log-scaled y axis (for losses); accuracies get a [0, 1] axis.
 
   Returns:
     The path written.
@@ -126,17 +149,20 @@ def plot_curves(
   ax = fig.add_subplot()
   colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
   for i, (label, history) in enumerate(runs.items()):
-    points = [h for h in history if h.get("step", 0) > 0]
-    steps = [h["step"] for h in points]
     colour = colours[i % len(colours)]
-    ax.plot(steps, [h["train_acc"] for h in points], "--", color=colour,
-            label=f"{label} train")
-    ax.plot(steps, [h["val_acc"] for h in points], "-", color=colour,
-            label=f"{label} val")
+    for split, style in (("train", "--"), ("val", "-")):
+      points = [(h["step"], h[f"{split}_{metric}"]) for h in history
+                if h.get("step", 0) > 0
+                and h.get(f"{split}_{metric}") is not None]
+      if points:
+        ax.plot(*zip(*points), style, color=colour, label=f"{label} {split}")
   ax.set_xscale("log")
   ax.set_xlabel("optimization step")
-  ax.set_ylabel("accuracy")
-  ax.set_ylim(-0.02, 1.02)
+  ax.set_ylabel(ylabel)
+  if log_y:
+    ax.set_yscale("log")
+  else:
+    ax.set_ylim(-0.02, 1.02)
   ax.grid(True, which="both", alpha=0.3)
   ax.set_title(title)
   ax.legend(loc="best", fontsize="small")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -258,15 +257,6 @@ def make_trainer(cfg: ModularConfig) -> Trainer:
                  steps_per_epoch=steps_per_epoch, train=train, val=val)
 
 
-def versions() -> dict[str, str]:
-  """Versions of Python and the libraries a result depends on."""
-  import flax
-  return {"python": platform.python_version(), "jax": jax.__version__,
-          "jaxlib": getattr(jax.lib, "__version__", jax.__version__),
-          "optax": optax.__version__, "flax": flax.__version__,
-          "grokfast_jax": gj.__version__, "numpy": np.__version__}
-
-
 def train(cfg: ModularConfig, *, progress: bool = True,
           label: Optional[str] = None,
           checkpoint_dir: Optional[str | Path] = None, resume: bool = False,
@@ -407,7 +397,7 @@ def summarize(cfg: ModularConfig, history: list[dict[str, Any]],
       "seconds_first_epoch": first_epoch_seconds,
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
-      "versions": versions(),
+      "versions": common.versions(),
       "history": history,
   }
 
