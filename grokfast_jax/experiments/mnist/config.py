@@ -15,6 +15,10 @@ from typing import Any, Optional
 
 FILTERS = ("none", "ema", "ma")
 THRESHOLD = 0.95  # test accuracy whose first crossing is reported
+# Every test accuracy whose first crossing is reported. On real MNIST with
+# 1,000 training images this MLP's best test accuracy is near 0.90, so 95% is
+# seldom reached and the lower marks tell the runs apart.
+THRESHOLDS = (0.85, 0.90, 0.95)
 # Steps to 95% test accuracy reported in the paper (real MNIST, 1,000 images).
 PAPER_STEPS_TO_95 = {"none": 44_022, "ema": 2_001}
 
@@ -42,11 +46,11 @@ class MnistConfig:
     lr: AdamW learning rate, > 0.
     init_scale: factor applied to every initial weight and bias, > 0.
     hidden: widths of the hidden layers.
-    train_size: number of training images, a fixed random subset chosen by
-      `seed`.
+    train_size: number of training images: the first `train_size` of the
+      training set, as in the reference (the same for every seed).
     batch_size: minibatch size; an epoch is `train_size // batch_size` steps
       (the remainder of each reshuffled epoch is dropped).
-    seed: seeds the training subset, the initialization and the shuffling.
+    seed: seeds the initialization and the shuffling.
     max_steps: optimization steps to run, a multiple of the steps per epoch.
     eval_every: evaluate train and test metrics every this many steps, a
       multiple of the steps per epoch.

@@ -156,8 +156,8 @@ def train(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset, *,
 
   Args:
     cfg: the run's settings.
-    dataset: the full dataset; a `cfg.train_size` subset chosen by `cfg.seed`
-      is trained on, the whole test set is the validation set.
+    dataset: the full dataset; its first `cfg.train_size` training images
+      are trained on, the whole test set is the validation set.
     name: the run's name in results and progress (default `cfg.run_name`).
     progress: show a progress bar.
     stop_at_threshold: stop at the first evaluation reaching 95% test
@@ -172,7 +172,7 @@ def train(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset, *,
     >>> res["history"][-1]["step"]
     100
   """
-  subset = data_lib.train_subset(dataset, cfg.train_size, cfg.seed)
+  subset = data_lib.train_subset(dataset, cfg.train_size)
   x_train, y_train = jnp.asarray(subset.x_train), jnp.asarray(subset.y_train)
   x_test, y_test = jnp.asarray(subset.x_test), jnp.asarray(subset.y_test)
 
@@ -222,18 +222,22 @@ def summarize(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
   """The results dict written to results.json.
 
   Keys: experiment, run (`name`), label (the distinguishing settings),
-  dataset, data_source, settings, optimizer, n_train, n_test,
-  n_params, steps_to_val_acc_95 / seconds_to_val_acc_95 (None if 95% test
-  accuracy was never reached; resolution `eval_every` steps; seconds are wall
-  time since the start of training, compilation and evaluations included),
-  paper_steps_to_val_acc_95 (the paper's figure, only for real MNIST with
-  the paper's settings; else None),
-  final_step, final_train_acc, final_val_acc, final_train_loss,
-  final_val_loss, best_val_acc, total_seconds, stopped_at_threshold (True
-  when the run ended early at 95%), history.
+  dataset, data_source, settings, optimizer, loss, n_train, n_test, n_params,
+  steps_to_val_acc (threshold -> first step with test accuracy at or above
+  it, for each of :data:`config.THRESHOLDS`, None if never; resolution
+  `eval_every` steps), steps_to_val_acc_95 / seconds_to_val_acc_95 (the 95%
+  entry and its wall time since the start of training, compilation and
+  evaluations included), paper_steps_to_val_acc_95 (the paper's figure, only
+  for real MNIST with the paper's settings; else None), final_step,
+  final_train_acc, final_val_acc, final_train_loss, final_val_loss,
+  best_val_acc and best_val_acc_step, total_seconds, stopped_at_threshold
+  (True when the run ended early at 95%), backend, versions, history.
   """
   step95, sec95 = common.steps_to_threshold(history, "val_acc",
                                             config_lib.THRESHOLD)
+  marks = {f"{t:g}": common.steps_to_threshold(history, "val_acc", t)[0]
+           for t in config_lib.THRESHOLDS}
+  best = max(history, key=lambda h: h["val_acc"])
   last = history[-1]
   paper = None
   if (dataset.label == data_lib.MNIST_LABEL
@@ -253,6 +257,7 @@ def summarize(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
       "n_train": cfg.train_size,
       "n_test": int(len(dataset.y_test)),
       "n_params": n_params,
+      "steps_to_val_acc": marks,
       "steps_to_val_acc_95": step95,
       "seconds_to_val_acc_95": sec95,
       "paper_steps_to_val_acc_95": paper,
@@ -261,46 +266,94 @@ def summarize(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
       "final_val_acc": last["val_acc"],
       "final_train_loss": last["train_loss"],
       "final_val_loss": last["val_loss"],
-      "best_val_acc": max(h["val_acc"] for h in history),
+      "best_val_acc": best["val_acc"],
+      "best_val_acc_step": best["step"],
       "total_seconds": last["seconds"],
       "stopped_at_threshold": stopped_at_threshold,
+      "backend": jax.default_backend(),
+      "versions": common.versions(),
       "history": history,
   }
 
 
 def describe(results: dict[str, Any]) -> str:
-  """One honest line on whether and when a run reached 95% test accuracy."""
-  name = f"{results['run']} ({results['label']})"
-  step = results["steps_to_val_acc_95"]
-  if step is None:
-    return (f"{name} had not reached 95% test accuracy after "
-            f"{common.format_steps(results['final_step'])} steps "
-            f"(best {results['best_val_acc']:.1%}, final "
-            f"{results['final_val_acc']:.1%})")
-  return (f"{name} reached 95% test accuracy at step "
-          f"{common.format_steps(step)} "
-          f"({results['seconds_to_val_acc_95']:.1f} s; "
-          f"final {results['final_val_acc']:.1%})")
+  """One honest line: the steps at which the run first reached 85%, 90% and
+  95% test accuracy ("never" for a mark it missed), its best test accuracy
+  and where, and its final test accuracy.
+
+  Example:
+    >>> describe({"run": "baseline", "label": "wd 0.01", "final_step": 6000,
+    ...           "steps_to_val_acc": {"0.85": 1700, "0.9": None},
+    ...           "best_val_acc": 0.899, "best_val_acc_step": 5800,
+    ...           "final_val_acc": 0.897})
+    'baseline (wd 0.01): test accuracy 85% at step 1,700, 90% never in 6,000 steps; best 89.9% at step 5,800, final 89.7%'
+  """
+  marks = results.get("steps_to_val_acc") or {
+      "0.95": results["steps_to_val_acc_95"]}
+  final = common.format_steps(results["final_step"])
+  reached = ", ".join(
+      f"{float(t):.0%} " + (f"never in {final} steps" if s is None
+                            else f"at step {common.format_steps(s)}")
+      for t, s in marks.items())
+  line = f"{results['run']} ({results['label']}): test accuracy {reached}"
+  if results.get("best_val_acc_step") is not None:
+    line += (f"; best {results['best_val_acc']:.1%} at step "
+             f"{common.format_steps(results['best_val_acc_step'])}")
+  else:
+    line += f"; best {results['best_val_acc']:.1%}"
+  line += f", final {results['final_val_acc']:.1%}"
+  if results.get("seconds_to_val_acc_95") is not None:
+    line += f" (95% after {results['seconds_to_val_acc_95']:.1f} s)"
+  return line
 
 
-def compare_line(baseline: dict[str, Any], grokfast: dict[str, Any]) -> str:
-  """The side-by-side verdict of a baseline and a Grokfast run."""
-  b, g = baseline["steps_to_val_acc_95"], grokfast["steps_to_val_acc_95"]
-  gname, bname = grokfast["run"], baseline["run"]
+def compare_line(baseline: dict[str, Any], other: dict[str, Any],
+                 threshold: float = config_lib.THRESHOLD) -> str:
+  """The side-by-side verdict of two runs at one test-accuracy mark.
+
+  Args:
+    baseline: the reference run's results.
+    other: the run compared with it.
+    threshold: the mark, one of :data:`config.THRESHOLDS`.
+
+  Returns:
+    A line such as ``"grokfast-ema reached 90% at step 1,200, baseline at
+    step 4,800: 4.0x fewer steps"``.
+  """
+
+  def steps(res):
+    marks = res.get("steps_to_val_acc")
+    if marks is None:  # results written before the other marks existed
+      return res["steps_to_val_acc_95"]
+    return marks.get(f"{threshold:g}")
+
+  b, g = steps(baseline), steps(other)
+  gname, bname = other["run"], baseline["run"]
+  pct = f"{threshold:.0%}"
   if g is not None and b is not None:
     ratio = (f"{b / g:.1f}x fewer steps" if b >= g
              else f"{g / b:.1f}x more steps")
-    return (f"{gname} reached 95% at step {g:,}, {bname} at step {b:,}: "
+    return (f"{gname} reached {pct} at step {g:,}, {bname} at step {b:,}: "
             f"{ratio}")
   if g is not None:
-    return (f"{gname} reached 95% at step {g:,}; {bname} had not after "
+    return (f"{gname} reached {pct} at step {g:,}; {bname} had not after "
             f"{baseline['final_step']:,} steps "
             f"(> {baseline['final_step'] / g:.1f}x fewer steps)")
   if b is not None:
-    return (f"{bname} reached 95% at step {b:,}; {gname} had not after "
-            f"{grokfast['final_step']:,} steps")
-  return (f"neither run reached 95% ({bname}: {baseline['final_step']:,} steps,"
-          f" {gname}: {grokfast['final_step']:,} steps)")
+    return (f"{bname} reached {pct} at step {b:,}; {gname} had not after "
+            f"{other['final_step']:,} steps")
+  return (f"neither run reached {pct} ({bname}: {baseline['final_step']:,} "
+          f"steps, {gname}: {other['final_step']:,} steps)")
+
+
+def verdict_threshold(runs: list[dict[str, Any]]) -> float:
+  """The highest mark of :data:`config.THRESHOLDS` that some run reached
+  (the lowest mark if none did): the one at which to compare the runs."""
+  for t in sorted(config_lib.THRESHOLDS, reverse=True):
+    if any(common.steps_to_threshold(r["history"], "val_acc", t)[0]
+           is not None for r in runs):
+      return t
+  return min(config_lib.THRESHOLDS)
 
 
 # ---------------------------------------------------------------- command line
@@ -323,19 +376,22 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
   compare = subparsers.add_parser(
       "mnist-compare",
-      help="MNIST with large initialization: baseline vs Grokfast",
-      description="Run the baseline (AdamW, weight decay 0.01) and a Grokfast "
-      "run on the same data and seed, and plot them together; --alpha, "
-      "--lamb, --window-size and --weight-decay apply to the Grokfast run.")
+      help="MNIST with large initialization: baseline, weight decay only, "
+      "Grokfast",
+      description="Three runs on the same data and seed: the baseline "
+      "(AdamW, the reference script's weight decay 0.01), weight decay only "
+      "(AdamW with the Grokfast run's weight decay, 2.0 by default, no "
+      "filter: the control the reference lacks) and the Grokfast run; "
+      "--alpha, --lamb, --window-size and --weight-decay apply to the "
+      "Grokfast run (--weight-decay to the control too).")
   _add_common_args(compare, filters=("ema", "ma"), default_filter="ema",
                    out="runs/mnist-compare")
   compare.add_argument(
       "--baseline-weight-decay", type=float, default=None,
       help="baseline's AdamW weight decay (default: the paper's 0.01)")
   compare.add_argument(
-      "--wd-ablation", action="store_true",
-      help="also run AdamW with the Grokfast run's weight decay and no "
-      "filter, to separate the filter's effect from the weight decay's")
+      "--no-control", action="store_true",
+      help="skip the weight-decay-only run")
   compare.set_defaults(func=run_compare)
 
 
@@ -360,7 +416,8 @@ def _add_common_args(p: argparse.ArgumentParser, *, filters, default_filter,
   p.add_argument("--init-scale", type=float, default=None,
                  help="factor on the initial weights (8)")
   p.add_argument("--train-size", type=int, default=None,
-                 help="training images, a random subset fixed by --seed (1000)")
+                 help="training images: the first N of the training set, as in "
+                 "the reference (1000)")
   p.add_argument("--batch-size", type=int, default=None, help="batch (200)")
   p.add_argument("--seed", type=int, default=None, help="seed (0)")
   p.add_argument("--max-steps", type=int, default=None,
@@ -431,13 +488,15 @@ def run_single(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-  """``grokfast-jax mnist-compare``: baseline then Grokfast, same data and seed.
+  """``grokfast-jax mnist-compare``: baseline, weight decay only, Grokfast.
 
-  Writes OUT/none/ and OUT/<filter>/ (each results.json and curves.png),
-  OUT/results.json (all runs' results and the verdicts) and OUT/curves.png
-  (runs overlaid). With ``--wd-ablation`` a third run, AdamW with the
-  Grokfast run's weight decay and no filter, goes to OUT/none-wd/ and is
-  named "adamw-wd<wd>": it separates the filter's effect from the decay's.
+  All on the same data and seed. Writes OUT/baseline/,
+  OUT/weight-decay/ and OUT/grokfast-<filter>/ (each results.json and
+  curves.png), OUT/results.json (all runs' results and the verdicts against
+  the baseline, at the highest test-accuracy mark some run reached) and
+  OUT/curves.png (runs overlaid). The weight-decay run (AdamW with the
+  Grokfast run's weight decay, no filter; skipped with ``--no-control``)
+  separates the filter's effect from the weight decay's.
   """
   try:
     dataset = data_lib.load_dataset(args.data)
@@ -452,21 +511,23 @@ def run_compare(args: argparse.Namespace) -> int:
     return _usage_error(args, e)
   _print_dataset(dataset)
   out = Path(args.out)
-  plan = [(base_cfg.run_name, base_cfg, out / "none"),
-          (grok_cfg.run_name, grok_cfg, out / grok_cfg.filter)]
-  if args.wd_ablation:
-    abl_cfg = dataclasses.replace(base_cfg, weight_decay=grok_cfg.weight_decay)
-    plan.append((f"adamw-wd{abl_cfg.weight_decay:g}", abl_cfg, out / "none-wd"))
+  plan = [("baseline", base_cfg)]
+  if not args.no_control:
+    plan.append(("weight-decay", dataclasses.replace(
+        base_cfg, weight_decay=grok_cfg.weight_decay)))
+  plan.append((grok_cfg.run_name, grok_cfg))
   runs = {}
-  for name, cfg, run_dir in plan:
-    runs[name] = _run_and_save(cfg, dataset, run_dir, args, name=name)
+  for name, cfg in plan:
+    runs[name] = _run_and_save(cfg, dataset, out / name, args, name=name)
     print(describe(runs[name]))
-  grok = runs[grok_cfg.run_name]
-  verdicts = [compare_line(runs[name], grok) for name, _, _ in plan
-              if name != grok_cfg.run_name]
+  threshold = verdict_threshold(list(runs.values()))
+  verdicts = [compare_line(runs["baseline"], runs[name], threshold)
+              for name, _ in plan[1:]]
   common.save_results(out, {"experiment": "mnist-large-init-compare",
-                            "dataset": dataset.label, "verdict": verdicts[0],
-                            "ablation_verdict": verdicts[1:] or None,
+                            "dataset": dataset.label,
+                            "verdict_threshold": threshold,
+                            "verdicts": verdicts,
+                            "summary": [describe(r) for r in runs.values()],
                             "runs": runs})
   common.plot_curves({k: v["history"] for k, v in runs.items()},
                      out / "curves.png",
