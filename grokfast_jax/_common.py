@@ -1,7 +1,7 @@
 """Helpers shared by the Grokfast filters: validation, hyperparameters, dtypes.
 
-Nothing here is filter math; it is kept apart so `ema.py` and `ma.py` read as
-the update rules they implement.
+Nothing here is filter math; it is kept apart so the transforms in
+`filters/` and `transforms/` read as the update rules they implement.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ import grokfast_jax as gj  # noqa: E402
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter",
                "collective-permute", "all-to-all")
 FILTERS = {"ema": lambda: gj.grokfast_ema(0.9, 2.0),
-           "ma": lambda: gj.grokfast_ma(5, 2.0)}
+           "ma": lambda: gj.grokfast_ma(5, 2.0),
+           "iir": lambda: gj.grokfast_iir(*gj.butterworth(3, 0.1), 2.0)}
 
 
 def layouts(mesh):

@@ -22,7 +22,10 @@ def report():
 
 
 CASES = [f"{layout}/{name}" for layout in ("dp", "fsdp")
-         for name in ("ema", "ma")]
+         for name in ("ema", "ma", "iir")]
+
+# State fields with a leading (unsharded) axis in front of the param's shape.
+STACKED = ("window", "delay")
 
 
 def test_eight_devices(report):
@@ -35,7 +38,7 @@ def test_state_is_sharded_like_the_params(report, case):
   for field, specs in r["init_specs"].items():
     for leaf, spec in specs.items():
       param_spec = tuple(r["param_specs"][leaf])
-      want = ((None,) + param_spec) if field == "window" else param_spec
+      want = ((None,) + param_spec) if field in STACKED else param_spec
       assert tuple(spec) == want, (field, leaf, spec, want)
   # ... and stays so after donated, jitted updates.
   assert r["final_specs"] == r["init_specs"]
