@@ -37,9 +37,10 @@ Two modules:
 * :class:`BatchedSpectralAttention` (BSA) takes a mini-batch of `B`
   consecutive samples in time order (the reference's ``Momentum_batch`` /
   ``Momentum_batch_learnable``). Sample `t` uses the EMA of the strictly
-  earlier samples (sample 0 the carried state), unrolled inside the batch in
-  closed form, so the loss of a later sample back-propagates into the features
-  of earlier samples of the same batch (BPTT).
+  earlier samples (sample 0 the carried state), unrolled inside the batch
+  (in closed form or, for long batches, by an associative scan), so the loss
+  of a later sample back-propagates into the features of earlier samples of
+  the same batch (BPTT).
 
 The carried EMA is a :class:`SpectralState` variable: part of
 ``nnx.state(module)`` (and so of checkpoints) but not an ``nnx.Param``, so
@@ -227,8 +228,8 @@ class BatchedSpectralAttention(nnx.Module):
   r"""Batched Spectral Attention (BSA) over a mini-batch of consecutive samples.
 
   The batch axis holds `B` consecutive samples in time order (an unshuffled
-  sliding-window loader). The EMA recursion is unrolled inside the batch in
-  closed form: with the carried state :math:`M_0` and features
+  sliding-window loader). The EMA recursion is unrolled inside the batch:
+  with the carried state :math:`M_0` and features
   :math:`F_0, \dots, F_{B-1}`, sample `t` uses the EMA of the strictly
   earlier samples,
 
@@ -236,10 +237,28 @@ class BatchedSpectralAttention(nnx.Module):
 
     E_t = \alpha^t M_0 + \sum_{s < t} (1 - \alpha) \alpha^{t-1-s} F_s ,
 
-  computed as one (B+1) x B lower-triangular matrix product per smoothing
-  factor (no division by powers of :math:`\alpha`, so it stays accurate in
-  float32 for :math:`\alpha` near 1 and batches of hundreds). The output for
-  sample `t` is the Spectral Attention mix of :math:`F_t` and
+  the solution of the first-order linear recurrence
+  :math:`E_{t+1} = \alpha E_t + (1 - \alpha) F_t`, :math:`E_0 = M_0`.
+  Two methods compute the same :math:`E_0, \dots, E_B` (to float32 rounding;
+  neither divides by powers of :math:`\alpha`, so both stay accurate for
+  :math:`\alpha` near 1 and batches of a thousand):
+
+  * ``"closed"``: one (B+1) x B lower-triangular matrix product per smoothing
+    factor and channel. O(B^2 N C L) work and an O(B^2 N C) kernel in memory
+    (4.0 GB at B = 1024, N = 3, C = 321; 12.4 GB for forward + backward):
+    fast only for short batches.
+  * ``"scan"``: each sample is an affine map :math:`E \mapsto a E + b`
+    (:math:`a = \alpha`, :math:`b = (1-\alpha) F_t`), and maps compose
+    associatively, :math:`(a_2, b_2) \circ (a_1, b_1) = (a_2 a_1,
+    a_2 b_1 + b_2)`. The batch is cut into blocks of K = 16 samples, closed
+    form inside a block and ``jax.lax.associative_scan`` across blocks:
+    O(B K N C L) work (linear in B), O(B N C L) memory and
+    O(log(B / K)) depth.
+  * ``"auto"`` (default) picks from the static shapes at trace time: the
+    closed form for B <= 64, or B <= 96 with C >= 32; the scan otherwise
+    (measured on CPU with ``benchmarks/bsa_cost.py``).
+
+  The output for sample `t` is the Spectral Attention mix of :math:`F_t` and
   :math:`E_{1..N,t}` (see the module docstring); it is the identity at
   initialization. The state after the batch, :math:`E_B`, is carried to the
   next call without gradient; on the first call (or after :meth:`reset`) the
@@ -255,8 +274,8 @@ class BatchedSpectralAttention(nnx.Module):
   the reference detaches them too in that case).
 
   Feeding `2B` consecutive samples in one call gives the same outputs and
-  final state as two calls of `B` (up to float rounding). Cost per call is
-  O(B^2 N C L) for the unrolled product.
+  final state as two calls of `B` (up to float rounding). Cost per call:
+  see ``method`` above; the mix itself is O(B N C L).
 
   Args:
     channels: number of channels `C` (positive int).
@@ -264,14 +283,16 @@ class BatchedSpectralAttention(nnx.Module):
     alphas: smoothing factors, each in (0, 1).
     learnable_alpha: learn the smoothing factors (sigmoid-parametrized).
     bptt: back-propagate through the in-batch EMA history.
+    method: how the in-batch EMA is computed, one of ``"auto"``,
+      ``"closed"``, ``"scan"`` (same results; see above).
     rngs: an ``nnx.Rngs`` (unused: the init is deterministic).
 
   Returns:
     Calling the module on a (B, C, L) array returns a (B, C, L) array.
 
   Raises:
-    ValueError: bad `channels`, `length` or `alphas`, or an input of the wrong
-      shape.
+    ValueError: bad `channels`, `length`, `alphas` or `method`, or an input of
+      the wrong shape.
 
   Example:
     >>> import jax.numpy as jnp
@@ -281,6 +302,9 @@ class BatchedSpectralAttention(nnx.Module):
     >>> windows = jnp.ones((32, 7, 96))  # 32 consecutive input windows
     >>> y = bsa(windows)                 # identity at init
     >>> bsa.reset()                      # at the next epoch
+    >>> long = BatchedSpectralAttention(7, 96, method="scan",
+    ...                                 rngs=nnx.Rngs(0))
+    >>> y = long(jnp.ones((1024, 7, 96)))  # linear in the batch size
 
   References:
     Kang et al., "Introducing Spectral Attention for Long-Range Dependency in
@@ -290,13 +314,16 @@ class BatchedSpectralAttention(nnx.Module):
   def __init__(self, channels: int, length: int, *,
                alphas: Sequence[float] = DEFAULT_ALPHAS,
                learnable_alpha: bool = False, bptt: bool = True,
-               rngs: nnx.Rngs):
+               method: str = "auto", rngs: nnx.Rngs):
     del rngs
     self.channels = _check_positive_int("channels", channels)
     self.length = _check_positive_int("length", length)
     self.alphas = _check_alphas(alphas)
     self.learnable_alpha = bool(learnable_alpha)
     self.bptt = bool(bptt)
+    if not isinstance(method, str) or method not in METHODS:
+      raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    self.method = method
     n = len(self.alphas)
     self.logits = nnx.Param(_initial_logits(channels, n, length))
     if self.learnable_alpha:
@@ -337,47 +364,141 @@ class BatchedSpectralAttention(nnx.Module):
     if x.ndim != 3 or x.shape[1:] != (self.channels, self.length):
       raise ValueError(f"x must have shape (batch, channels, length) = "
                        f"(B, {self.channels}, {self.length}), got {x.shape}")
+    method = _resolve_method(self.method, x.shape[0], self.channels)
     out, m = _batched_core(self.logits[...], self._alpha_logits(),
-                           self.ema[...], self.initialized[...], x, self.bptt)
+                           self.ema[...], self.initialized[...], x, self.bptt,
+                           method)
     self.ema[...] = m
     self.initialized[...] = jnp.array(True)
     return out
 
 
+def _ema_kernel(log_a: jax.Array, gain: jax.Array, k: int) -> jax.Array:
+  """kernel[n, c, t, s] = (1 - a) a^(t-1-s) for s < t, else 0; (N, C, K+1, K).
+
+  Only powers alpha^j <= 1 appear (exp of j * log(alpha)), never a division
+  by alpha^t.
+  """
+  t = jnp.arange(k + 1, dtype=jnp.float32)[:, None]  # (K+1, 1)
+  s = jnp.arange(k, dtype=jnp.float32)[None, :]  # (1, K)
+  lag = t - 1.0 - s  # (K+1, K); >= 0 where s < t
+  causal = lag >= 0
+  safe_lag = jnp.where(causal, lag, 0.0)
+  kernel = gain[:, :, None, None] * jnp.exp(
+      safe_lag[None, None] * log_a[:, :, None, None])
+  return jnp.where(causal[None, None], kernel, 0.0)
+
+
 def _unrolled_emas(theta: jax.Array, f: jax.Array, m0: jax.Array,
-                   bptt: bool) -> jax.Array:
-  """EMAs E_0..E_B (E_t excludes sample t), shape (B+1, N, C, L).
+                   bptt: bool) -> tuple[jax.Array, jax.Array]:
+  """In-batch EMAs in closed form: one (B+1) x B kernel per alpha and channel.
 
   alpha = sigmoid(theta); log(alpha) and 1 - alpha come from log_sigmoid and
   sigmoid(-theta), so alpha near 1 loses no precision to cancellation, and
   the kernel only holds powers alpha^k <= 1 (no division by alpha^t).
+
+  Returns:
+    (E_0..E_{B-1} of shape (B, N, C, L), E_B of shape (N, C, L)); E_t
+    excludes sample t.
   """
   b = f.shape[0]
   log_a = jax.nn.log_sigmoid(theta)  # (N, C)
   gain = jax.nn.sigmoid(-theta)  # 1 - alpha
-  t = jnp.arange(b + 1, dtype=jnp.float32)[:, None]  # (B+1, 1)
-  s = jnp.arange(b, dtype=jnp.float32)[None, :]  # (1, B)
-  lag = t - 1.0 - s  # (B+1, B); >= 0 where s < t
-  causal = lag >= 0
-  safe_lag = jnp.where(causal, lag, 0.0)
-  # kernel[n, c, t, s] = (1 - a) a^(t-1-s) for s < t, else 0.
-  kernel = gain[:, :, None, None] * jnp.exp(
-      safe_lag[None, None] * log_a[:, :, None, None])
-  kernel = jnp.where(causal[None, None], kernel, 0.0)
-  decay = jnp.exp(t[None, None, :, 0] * log_a[:, :, None])  # (N, C, B+1)
+  kernel = _ema_kernel(log_a, gain, b)  # (N, C, B+1, B)
+  t = jnp.arange(b + 1, dtype=jnp.float32)
+  decay = jnp.exp(t[:, None, None] * log_a[None])  # (B+1, N, C)
   history = f if bptt else jax.lax.stop_gradient(f)
   emas = jnp.einsum("nctb,bcl->tncl", kernel, history)
-  return emas + jnp.moveaxis(decay, -1, 0)[..., None] * m0[None]
+  emas = emas + decay[..., None] * m0[None]
+  return emas[:-1], emas[-1]
 
 
-@functools.partial(jax.jit, static_argnums=(5,))
-def _batched_core(logits, theta, ema, initialized, x, bptt):
+# Block length of the "scan" method: closed form inside blocks of this many
+# samples, an associative scan across blocks (see benchmarks/bsa_cost.py).
+_SCAN_BLOCK = 16
+
+
+def _compose(first, second):
+  """Composes two affine maps E -> A E + b, `first` applied first."""
+  a1, b1 = first
+  a2, b2 = second
+  return a2 * a1, a2 * b1 + b2
+
+
+def _scan_emas(theta: jax.Array, f: jax.Array, m0: jax.Array, bptt: bool,
+               block: int = _SCAN_BLOCK) -> tuple[jax.Array, jax.Array]:
+  """The same EMAs as :func:`_unrolled_emas` in O(B K N C L) work.
+
+  The recurrence E_{t+1} = a E_t + (1 - a) F_t is an affine map per sample,
+  (A, b) = (a, (1 - a) F_t), and maps compose associatively as
+  (A2, b2) o (A1, b1) = (A2 A1, A2 b1 + b2). The batch is cut into blocks of
+  `block` samples (zero-padded at the end): inside a block the EMA from a
+  zero start is the closed-form product with a (K+1) x K kernel, the blocks'
+  maps (a^K, local EMA at the block end) are combined by
+  ``jax.lax.associative_scan`` (O(log(B/K)) depth), and every sample adds
+  a^j times its block's start state. ``block=1`` is a plain associative scan
+  over samples. Powers of alpha come from exp(j log alpha) and from products
+  inside the scan; nothing divides by alpha^t.
+
+  Returns:
+    (E_0..E_{B-1} of shape (B, N, C, L), E_B of shape (N, C, L)).
+  """
+  b, c, l = f.shape
+  n = theta.shape[0]
+  k = min(block, b)
+  nb = -(-b // k)
+  pad = nb * k - b
+  log_a = jax.nn.log_sigmoid(theta)  # (N, C)
+  gain = jax.nn.sigmoid(-theta)  # 1 - alpha
+  history = f if bptt else jax.lax.stop_gradient(f)
+  history = jnp.pad(history, ((0, pad), (0, 0), (0, 0))).reshape(nb, k, c, l)
+  kernel = _ema_kernel(log_a, gain, k)  # (N, C, K+1, K)
+  # local[i, j]: EMA of block i's first j samples from a zero start.
+  local = jnp.einsum("nctb,ibcl->itncl", kernel, history)  # (nb, K+1, N, C, L)
+  j = jnp.arange(k + 1, dtype=jnp.float32)
+  decay = jnp.exp(j[:, None, None] * log_a[None])  # (K+1, N, C): a^j
+  block_decay = jnp.broadcast_to(decay[k][None, :, :, None], (nb, n, c, 1))
+  powers, sums = jax.lax.associative_scan(
+      _compose, (block_decay, local[:, k]), axis=0)
+  ends = sums + powers * m0[None]  # (nb, N, C, L): E at each block's end
+  starts = jnp.concatenate([m0[None], ends[:-1]], axis=0)
+  emas = local[:, :k] + decay[None, :k, :, :, None] * starts[:, None]
+  emas = emas.reshape(nb * k, n, c, l)
+  final = ends[-1] if pad == 0 else emas[b]
+  return emas[:b], final
+
+
+METHODS = ("auto", "closed", "scan")
+
+
+# "auto" uses the closed form for B <= 64, and for B <= 96 when C >= 32
+# (benchmarks/bsa_cost.py, CPU, forward + backward: the closed form was up to
+# 2.4x faster at B <= 64, 12% faster at B = 96 with C = 321 but 12% slower
+# with C = 7; the scan was at least as fast from B = 128 on).
+_AUTO_CLOSED_MAX_BATCH = 64
+_AUTO_CLOSED_MAX_BATCH_WIDE = 96
+_AUTO_WIDE_CHANNELS = 32
+
+
+def _resolve_method(method: str, batch: int, channels: int) -> str:
+  """The method "auto" stands for at these static sizes."""
+  if method != "auto":
+    return method
+  if batch <= _AUTO_CLOSED_MAX_BATCH or (
+      batch <= _AUTO_CLOSED_MAX_BATCH_WIDE and channels >= _AUTO_WIDE_CHANNELS):
+    return "closed"
+  return "scan"
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _batched_core(logits, theta, ema, initialized, x, bptt, method):
   """One BSA call: (outputs, new EMA state); jitted as one program."""
   f = x.astype(jnp.float32)
   m0 = jnp.where(initialized, ema, jax.lax.stop_gradient(f[0])[None])
-  emas = _unrolled_emas(theta, f, m0, bptt)  # (B+1, N, C, L)
-  out = _mix(logits, f, emas[:-1]).astype(x.dtype)
-  return out, jax.lax.stop_gradient(emas[-1])
+  emas_fn = _unrolled_emas if method == "closed" else _scan_emas
+  emas, final = emas_fn(theta, f, m0, bptt)  # (B, N, C, L), (N, C, L)
+  out = _mix(logits, f, emas).astype(x.dtype)
+  return out, jax.lax.stop_gradient(final)
 
 
 AnySpectral = Union[SpectralAttention, BatchedSpectralAttention]

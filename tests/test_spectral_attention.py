@@ -66,9 +66,11 @@ def _snapshot(module):
   return jax.tree.map(lambda a: a, nnx.state(module))
 
 
+@pytest.mark.parametrize("method", ["closed", "scan"])
 @pytest.mark.parametrize("batch", [1, 7, 256])
-def test_batched_unrolled_ema_matches_sequential_recursion(batch):
-  bsa = sa.BatchedSpectralAttention(C, L, alphas=ALPHAS, rngs=nnx.Rngs(0))
+def test_batched_unrolled_ema_matches_sequential_recursion(batch, method):
+  bsa = sa.BatchedSpectralAttention(C, L, alphas=ALPHAS, method=method,
+                                    rngs=nnx.Rngs(0))
   _random_logits(bsa)
   x = _x(batch)
   y = bsa(x)
@@ -78,9 +80,12 @@ def test_batched_unrolled_ema_matches_sequential_recursion(batch):
   np.testing.assert_allclose(bsa.ema[...], ref_m, atol=3e-6 * scale, rtol=0)
 
 
-def test_closed_form_stays_accurate_for_long_batches_and_alpha_near_one():
+@pytest.mark.parametrize("method", ["closed", "scan"])
+def test_closed_form_stays_accurate_for_long_batches_and_alpha_near_one(
+    method):
   alphas = (0.5, 0.9, 0.999, 0.9999)
-  bsa = sa.BatchedSpectralAttention(2, 4, alphas=alphas, rngs=nnx.Rngs(0))
+  bsa = sa.BatchedSpectralAttention(2, 4, alphas=alphas, method=method,
+                                    rngs=nnx.Rngs(0))
   _random_logits(bsa)
   x = _x(400, c=2, length=4) + 10.0  # an offset makes cancellation visible
   bsa(x[:1])  # start the state from sample 0, then unroll 399 more
@@ -130,9 +135,11 @@ def test_causality_later_samples_do_not_change_earlier_outputs():
   assert not np.allclose(y1[7], y2[7])  # a later sample sees the change
 
 
+@pytest.mark.parametrize("method", ["closed", "scan"])
 @pytest.mark.parametrize("bptt", [True, False])
-def test_bptt_gradient_reaches_earlier_samples_only_when_enabled(bptt):
-  bsa = sa.BatchedSpectralAttention(C, L, bptt=bptt, rngs=nnx.Rngs(0))
+def test_bptt_gradient_reaches_earlier_samples_only_when_enabled(bptt, method):
+  bsa = sa.BatchedSpectralAttention(C, L, bptt=bptt, method=method,
+                                    rngs=nnx.Rngs(0))
   _random_logits(bsa)
   bsa(_x(4, seed=3))  # a carried state, so sample 0 is not the EMA seed
   graphdef, state = nnx.split(bsa)
@@ -151,13 +158,14 @@ def test_bptt_gradient_reaches_earlier_samples_only_when_enabled(bptt):
     assert earlier == 0.0
 
 
-def test_one_batch_of_2b_equals_two_batches_of_b():
+@pytest.mark.parametrize("method", ["closed", "scan"])
+def test_one_batch_of_2b_equals_two_batches_of_b(method):
   for learnable in (False, True):
     one = sa.BatchedSpectralAttention(C, L, learnable_alpha=learnable,
-                                      rngs=nnx.Rngs(0))
+                                      method=method, rngs=nnx.Rngs(0))
     _random_logits(one)
     two = sa.BatchedSpectralAttention(C, L, learnable_alpha=learnable,
-                                      rngs=nnx.Rngs(0))
+                                      method=method, rngs=nnx.Rngs(0))
     nnx.update(two, _snapshot(one))
     x = _x(64)
     y_one = one(x)
@@ -309,6 +317,110 @@ def test_bad_arguments_raise(kwargs, match):
       cls(args["channels"], args["length"],
           **({"alphas": args["alphas"]} if "alphas" in args else {}),
           rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("method", ["Scan", "", "sequential", None, 1])
+def test_bad_method_raises(method):
+  with pytest.raises(ValueError, match=r"method.*'auto', 'closed', 'scan'"):
+    sa.BatchedSpectralAttention(C, L, method=method, rngs=nnx.Rngs(0))
+
+
+def test_auto_method_picks_from_the_batch_size():
+  assert sa._resolve_method("closed", 4096, 7) == "closed"
+  assert sa._resolve_method("scan", 1, 7) == "scan"
+  for channels in (1, 7, 321):
+    assert sa._resolve_method("auto", 1, channels) == "closed"
+    assert sa._resolve_method("auto", 64, channels) == "closed"
+    assert sa._resolve_method("auto", 128, channels) == "scan"
+    assert sa._resolve_method("auto", 1024, channels) == "scan"
+  assert sa._resolve_method("auto", 96, 7) == "scan"
+  assert sa._resolve_method("auto", 96, 321) == "closed"
+  bsa = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
+  assert bsa.method == "auto"
+
+
+def _outputs_and_grads(method, x, alphas, learnable, bptt, channels, length,
+                       state_from=None):
+  """BSA outputs, final state and grads w.r.t. x and all nnx.Params."""
+  bsa = sa.BatchedSpectralAttention(channels, length, alphas=alphas,
+                                    learnable_alpha=learnable, bptt=bptt,
+                                    method=method, rngs=nnx.Rngs(0))
+  _random_logits(bsa)
+  if learnable:  # distinct alphas per channel, still up to 0.999
+    theta = np.asarray(bsa.alpha_logits[...])
+    bsa.alpha_logits[...] = jnp.asarray(
+        theta - np.linspace(0.0, 0.5, channels)[None], jnp.float32)
+  if state_from is not None:
+    bsa(state_from)  # a carried state, so E_0 is not the first sample
+  graphdef, params, rest = nnx.split(bsa, nnx.Param, ...)
+  weights = jnp.asarray(
+      np.random.default_rng(5).normal(size=x.shape), jnp.float32)
+
+  def loss(p, inputs):
+    module = nnx.merge(graphdef, p, rest, copy=True)
+    out = module(inputs)
+    # A loss that weighs every sample differently, plus the carried state.
+    return (jnp.sum(weights * out) + jnp.sum(module.ema[...]),
+            (out, module.ema[...]))
+
+  (_, (out, final)), (g_params, g_x) = jax.jit(jax.value_and_grad(
+      loss, argnums=(0, 1), has_aux=True))(params, x)
+  grads = {"x": g_x, **{k: v[...] for k, v in g_params.items()}}
+  return out, final, grads
+
+
+def _assert_rel_close(actual, expected, rtol, what):
+  actual, expected = np.asarray(actual), np.asarray(expected)
+  scale = np.abs(expected).max()
+  err = np.abs(actual - expected).max() / scale
+  assert scale > 0 and err <= rtol, f"{what}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("batch, channels, length, learnable, bptt", [
+    (5, 3, 4, True, True),      # shorter than one scan block
+    (33, 3, 4, False, False),   # a partial last block
+    (1024, 2, 3, True, True),
+    (1024, 2, 3, True, False),
+])
+def test_scan_matches_closed_form_outputs_and_gradients(
+    batch, channels, length, learnable, bptt):
+  alphas = (0.5, 0.9, 0.99, 0.999)
+  x = _x(batch, seed=2, c=channels, length=length) + 2.0
+  state_from = _x(3, seed=4, c=channels, length=length)
+  closed = _outputs_and_grads("closed", x, alphas, learnable, bptt, channels,
+                              length, state_from)
+  scan = _outputs_and_grads("scan", x, alphas, learnable, bptt, channels,
+                            length, state_from)
+  _assert_rel_close(scan[0], closed[0], 1e-5, "outputs")
+  _assert_rel_close(scan[1], closed[1], 1e-5, "final state")
+  assert set(scan[2]) == ({"x", "logits", "alpha_logits"} if learnable
+                          else {"x", "logits"})
+  for name in scan[2]:
+    _assert_rel_close(scan[2][name], closed[2][name], 1e-5, name)
+  if learnable:  # the smoothing factors learn, with or without BPTT
+    assert np.abs(np.asarray(scan[2]["alpha_logits"])).min() > 0
+  if not bptt:  # only the sample's own term: grad of x[t] is w[t] coef_f
+    ref = np.asarray(closed[2]["x"])
+    np.testing.assert_array_equal(np.asarray(scan[2]["x"]) == 0, ref == 0)
+
+
+@pytest.mark.parametrize("block", [1, 16])  # 300 = 18 * 16 + 12
+def test_scan_blocks_match_a_float64_recursion(block):
+  """Any block length (1: a plain associative scan) gives the same EMAs."""
+  alphas = np.array([0.5, 0.9, 0.999, 0.9999])
+  theta = jnp.asarray(np.log(alphas / (1 - alphas))[:, None].repeat(2, 1),
+                      jnp.float32)
+  f = _x(300, seed=6, c=2, length=3) + 10.0
+  m0 = jnp.asarray(np.random.default_rng(7).normal(size=(4, 2, 3)),
+                   jnp.float32)
+  emas, final = jax.jit(sa._scan_emas, static_argnums=(3, 4))(
+      theta, f, m0, True, block)
+  ref = [np.asarray(m0, np.float64)]
+  a = alphas[:, None, None]
+  for ft in np.asarray(f, np.float64):
+    ref.append(a * ref[-1] + (1 - a) * ft)
+  np.testing.assert_allclose(emas, np.stack(ref[:-1]), rtol=0, atol=1e-6 * 15)
+  np.testing.assert_allclose(final, ref[-1], rtol=0, atol=1e-6 * 15)
 
 
 def test_wrong_input_shapes_raise():
