@@ -15,6 +15,8 @@ from typing import Optional, Sequence
 _EXPERIMENTS = (
     "grokfast_jax.experiments.modular.train",
     "grokfast_jax.experiments.mnist.train",
+    "grokfast_jax.experiments.qm9.train",
+    "grokfast_jax.experiments.imdb.train",
 )
 
 
