@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import math
+from typing import Any, Mapping, Optional, Sequence
 
-FILTERS = ("none", "ema", "ma")
+FILTERS = ("none", "ema", "ma", "iir")
+OPTIMIZERS = ("adam", "adamw", "lion", "muon")
+LOSSES = ("ce", "stablemax")
+# How --max-weight-norm measures a [in, out] kernel: "row" (axis 0, the
+# incoming weights of each output unit: PyTorch's weight rows), "column"
+# (axis 1, the outgoing weights of each input) or "matrix" (Frobenius).
+WEIGHT_NORM_AXES = {"row": 0, "column": 1, "matrix": None}
 
-# Per-filter defaults of the Grokfast paper's algorithmic-task runs.
+# Per-filter defaults of the Grokfast paper's algorithmic-task runs (the IIR
+# filter, not in the paper, takes EMA's).
 PAPER_DEFAULTS = {
     "none": {"alpha": 0.98, "lamb": 0.0, "window_size": 100,
              "weight_decay": 0.0},
@@ -15,7 +23,17 @@ PAPER_DEFAULTS = {
             "weight_decay": 0.005},
     "ma": {"alpha": 0.98, "lamb": 5.0, "window_size": 100,
            "weight_decay": 0.01},
+    "iir": {"alpha": 0.98, "lamb": 2.0, "window_size": 100,
+            "weight_decay": 0.005},
 }
+
+# Fields added after checkpoints were first written. At their defaults they
+# are left out of a checkpoint's settings (see `checkpoint_settings`), so
+# checkpoints of earlier versions still resume.
+NEW_FIELDS = ("optimizer", "orthograd", "loss", "max_weight_norm",
+              "weight_norm_axis", "iir_order", "iir_cutoff", "record_spectrum")
+# Fields that label a run or say how long it goes on, not what it trains.
+UNCHECKED_FIELDS = ("recipe", "after_target")
 
 
 MESHES = ("none", "dp", "fsdp")
@@ -29,21 +47,23 @@ class ModularConfig:
     op: operator of ``x op y mod p``: "*", "+", "-" or "/" (modular inverse).
     p: the prime modulus (>= 3).
     train_fraction: fraction of the equations used for training, in (0, 1).
-    filter: gradient filter: "none", "ema" (Grokfast-EMA) or "ma"
-      (Grokfast-MA).
+    filter: gradient filter: "none", "ema" (Grokfast-EMA), "ma"
+      (Grokfast-MA) or "iir" (Grokfast-IIR with a Butterworth low-pass).
     alpha: EMA momentum (filter "ema").
-    lamb: amplification of the slow gradient ("ema" and "ma").
+    lamb: amplification of the slow gradient ("ema", "ma" and "iir").
     window_size: moving-average window (filter "ma").
-    weight_decay: weight decay; coupled L2 (added to the filtered gradient
-      before Adam) unless `decoupled_wd`.
-    decoupled_wd: use AdamW-style decoupled weight decay instead.
+    weight_decay: weight decay. With "adam", coupled L2 (added to the
+      filtered gradient before Adam) unless `decoupled_wd`; "adamw", "lion"
+      and "muon" decay decoupled (times the learning rate), as Optax's own.
+    decoupled_wd: use AdamW-style decoupled weight decay with "adam".
     seed: seed of the split, the initialization and the batch order.
     max_steps: optimizer updates to run at most (rounded up to whole epochs).
     stop_at_target: stop after the first evaluation reaching `target`.
     target: validation accuracy that counts as grokked.
     batch_size: examples per update (the last batch of an epoch is smaller).
-    lr: Adam learning rate after warm-up.
-    beta1, beta2, eps: Adam constants.
+    lr: learning rate after warm-up (every optimizer).
+    beta1, beta2, eps: Adam constants; Lion's two betas; Muon's Adam
+      fallback's (Muon's own momentum is Optax's 0.95). Lion has no eps.
     warmup_steps: the learning rate is ``lr * min(update / warmup_steps, 1)``
       with ``update = 0`` for the first update.
     depth, width, heads, mlp_ratio: transformer shape.
@@ -51,6 +71,27 @@ class ModularConfig:
       batch split over the devices) or "fsdp" (params, optimizer and filter
       state split over the devices too).
     devices: how many devices the mesh uses; 0 for all of them.
+    optimizer: "adam" (the paper's), "adamw" (``optax.adamw``), "lion"
+      (``optax.lion``) or "muon" (``optax.contrib.muon`` on the blocks'
+      kernels, its AdamW fallback on the rest; see
+      :func:`~grokfast_jax.experiments.modular.optimizers.make_optimizer`).
+    orthograd: apply ⊥Grad to the raw gradient, before the filter.
+    loss: "ce" (softmax cross-entropy) or "stablemax" (StableMax
+      cross-entropy), for training and the validation loss alike.
+    max_weight_norm: keep every constrained weight row's norm <= this (the
+      blocks' Linear kernels; see `weight_norm_axis`), projecting the
+      initial params and each update; None: off.
+    weight_norm_axis: "row", "column" or "matrix" (see `WEIGHT_NORM_AXES`).
+    iir_order, iir_cutoff: the Butterworth low-pass of filter "iir" (cutoff
+      as a fraction of the Nyquist frequency; the default 0.0064, 0.0032
+      cycles a step, is the -3 dB point of EMA alpha 0.98).
+    record_spectrum: record 64 raw-gradient coordinates every update (the
+      last 4096) and report their power spectrum.
+    after_target: with `stop_at_target`, go on for this many more updates
+      (rounded up to whole epochs, within `max_steps`) after first
+      reaching `target`.
+    recipe: the name of the recipe the settings came from (a label; see
+      :mod:`~grokfast_jax.experiments.modular.recipes`), or None.
   """
 
   op: str = "*"
@@ -78,12 +119,42 @@ class ModularConfig:
   mlp_ratio: int = 4
   mesh: str = "none"
   devices: int = 0
+  optimizer: str = "adam"
+  orthograd: bool = False
+  loss: str = "ce"
+  max_weight_norm: Optional[float] = None
+  weight_norm_axis: str = "row"
+  iir_order: int = 2
+  iir_cutoff: float = 0.0064
+  record_spectrum: bool = False
+  after_target: int = 0
+  recipe: Optional[str] = None
 
   def __post_init__(self):
-    if self.filter not in FILTERS:
-      raise ValueError(f"filter must be one of {FILTERS}, got {self.filter!r}")
+    for name, allowed in (("filter", FILTERS), ("optimizer", OPTIMIZERS),
+                          ("loss", LOSSES),
+                          ("weight_norm_axis", tuple(WEIGHT_NORM_AXES))):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got "
+                         f"{getattr(self, name)!r}")
+    _check_number("lr", self.lr, 0.0, math.inf, lo_open=True)
+    for name in ("beta1", "beta2"):
+      _check_number(name, getattr(self, name), 0.0, 1.0)
+    _check_number("iir_cutoff", self.iir_cutoff, 0.0, 1.0, lo_open=True)
+    if self.max_weight_norm is not None:
+      _check_number("max_weight_norm", self.max_weight_norm, 0.0, math.inf,
+                    lo_open=True)
+    if self.decoupled_wd and self.optimizer != "adam":
+      raise ValueError(
+          f"decoupled_wd applies to optimizer 'adam' only ({self.optimizer!r} "
+          f"always decays decoupled)")
+    if not isinstance(self.after_target, int) or self.after_target < 0:
+      raise ValueError(
+          f"after_target must be an int >= 0, got {self.after_target!r}")
+    if self.after_target and not self.stop_at_target:
+      raise ValueError("after_target needs stop_at_target (--stop-at-target)")
     for name in ("max_steps", "batch_size", "window_size", "depth", "width",
-                 "heads", "mlp_ratio"):
+                 "heads", "mlp_ratio", "iir_order"):
       value = getattr(self, name)
       if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -105,6 +176,47 @@ class ModularConfig:
       raise ValueError(
           f"devices must be an int >= 0 (0: all), got {self.devices!r}")
 
+  def should_stop(self, history: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a run with this `history` is done before `max_steps`.
+
+    With `stop_at_target`: once the last entry is `after_target` or more
+    updates past the first entry whose val acc reached `target`.
+    """
+    if not self.stop_at_target:
+      return False
+    first = next((h["step"] for h in history
+                  if h["val_acc"] >= self.target), None)
+    return first is not None and history[-1]["step"] >= (
+        first + self.after_target)
+
+
+def _check_number(name: str, value: Any, lo: float, hi: float, *,
+                  lo_open: bool = False) -> None:
+  """Raise a ValueError naming `name` unless lo <(=) value < hi."""
+  ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+        and math.isfinite(value) and (value > lo if lo_open else value >= lo)
+        and value < hi)
+  if not ok:
+    raise ValueError(f"{name} must be a number in {'(' if lo_open else '['}"
+                     f"{lo:g}, {hi:g}), got {value!r}")
+
+
+def checkpoint_settings(cfg: ModularConfig) -> dict[str, Any]:
+  """The settings a checkpoint stores and a resume compares.
+
+  Every field but the labels (`UNCHECKED_FIELDS`), with the fields added
+  later (`NEW_FIELDS`) left out while at their defaults: a default run's
+  settings are those of the earlier versions, whose checkpoints it resumes.
+  """
+  d = dataclasses.asdict(cfg)
+  defaults = ModularConfig()
+  for name in UNCHECKED_FIELDS:
+    d.pop(name)
+  for name in NEW_FIELDS:
+    if d[name] == getattr(defaults, name):
+      d.pop(name)
+  return d
+
 
 def paper_config(filter: str = "none", *, alpha: Optional[float] = None,
                  lamb: Optional[float] = None,
@@ -114,10 +226,10 @@ def paper_config(filter: str = "none", *, alpha: Optional[float] = None,
   """A :class:`ModularConfig` with the paper's defaults for `filter`.
 
   Args:
-    filter: "none", "ema" or "ma".
+    filter: "none", "ema", "ma" or "iir".
     alpha, lamb, window_size, weight_decay: overrides; None keeps the paper's
-      value for the filter (ema: alpha 0.98, lamb 2, wd 0.005; ma: window 100,
-      lamb 5, wd 0.01; none: wd 0).
+      value for the filter (ema and iir: alpha 0.98, lamb 2, wd 0.005; ma:
+      window 100, lamb 5, wd 0.01; none: wd 0).
     **overrides: any other :class:`ModularConfig` field.
 
   Returns:

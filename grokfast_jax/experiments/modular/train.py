@@ -12,8 +12,9 @@ Optimizer (the reference's): ``optax.chain(filter, add_decayed_weights(wd),
 scale_by_adam(0.9, 0.98, 1e-8), scale_by_learning_rate(lr * min(t/10, 1)))``
 -- the Grokfast filter sees the raw loss gradient, L2 weight decay is added
 after it (coupled, as ``torch.optim.Adam(weight_decay=...)``), and the first
-update has learning rate 0. ``--decoupled-wd`` moves the decay after Adam's
-scaling (AdamW).
+update has learning rate 0. The other optimizers, ⊥Grad, the weight-norm
+bound and the gradient recorder are in :mod:`.optimizers`; named recipes and
+the flags that pick them in :mod:`.recipes`.
 """
 
 from __future__ import annotations
@@ -36,55 +37,33 @@ from grokfast_jax.experiments import common
 from grokfast_jax.experiments import sharding as sharding_lib
 from grokfast_jax.experiments.modular import config as config_lib
 from grokfast_jax.experiments.modular import data as data_lib
+from grokfast_jax.experiments.modular import optimizers, recipes
 from grokfast_jax.experiments.modular.model import Transformer
+from grokfast_jax.experiments.modular.optimizers import (  # noqa: F401
+    grad_filter, lr_schedule, make_optimizer)
 
 ModularConfig = config_lib.ModularConfig
-
-
-# ----------------------------------------------------------------- optimizer
-
-def lr_schedule(cfg: ModularConfig) -> optax.Schedule:
-  """``lr * min(update / warmup_steps, 1)``, update counted from 0."""
-  if cfg.warmup_steps == 0:
-    return optax.constant_schedule(cfg.lr)
-  return lambda count: cfg.lr * jnp.minimum(count / cfg.warmup_steps, 1.0)
-
-
-def grad_filter(cfg: ModularConfig) -> optax.GradientTransformation:
-  """The Grokfast filter of `cfg` (identity for "none")."""
-  if cfg.filter == "ema":
-    return gj.grokfast_ema(alpha=cfg.alpha, lamb=cfg.lamb)
-  if cfg.filter == "ma":
-    return gj.grokfast_ma(window_size=cfg.window_size, lamb=cfg.lamb)
-  return optax.identity()
-
-
-def make_optimizer(cfg: ModularConfig) -> optax.GradientTransformation:
-  """Filter, then Adam with coupled L2 (default) or decoupled weight decay."""
-  adam = optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps)
-  decay = optax.add_decayed_weights(cfg.weight_decay)
-  scale = optax.scale_by_learning_rate(lr_schedule(cfg))
-  if cfg.decoupled_wd:
-    return optax.chain(grad_filter(cfg), adam, decay, scale)
-  return optax.chain(grad_filter(cfg), decay, adam, scale)
 
 
 # ------------------------------------------------------------------- losses
 
 def batch_loss(logits: jax.Array, labels: jax.Array,
-               mask: Optional[jax.Array] = None) -> tuple[jax.Array, jax.Array]:
-  """Mean cross-entropy and number of correct answers over unmasked rows.
+               mask: Optional[jax.Array] = None,
+               loss: str = "ce") -> tuple[jax.Array, jax.Array]:
+  """Mean loss and number of correct answers over unmasked rows.
 
   Args:
     logits: ``[b, vocab]``.
     labels: ``[b]`` int.
     mask: ``[b]`` 1 for real rows, 0 for padding; None means all real.
+    loss: "ce" (softmax cross-entropy) or "stablemax" (StableMax's).
 
   Returns:
     ``(mean loss over real rows, count of correct real rows)``.
   """
-  ce = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels)
+  ce = (gj.stablemax_cross_entropy if loss == "stablemax" else
+        optax.softmax_cross_entropy_with_integer_labels)(
+            logits.astype(jnp.float32), labels)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   if mask is None:
     return ce.mean(), correct.sum()
@@ -184,6 +163,7 @@ def make_trainer(cfg: ModularConfig) -> Trainer:
   train, val = data_lib.make_splits(cfg.op, cfg.p, cfg.train_fraction,
                                     cfg.seed)
   graphdef, params = init_model(cfg)
+  params = optimizers.initial_params(cfg, params)
   tx = make_optimizer(cfg)
   n_train = len(train.labels)
   batch_size = min(cfg.batch_size, n_train)
@@ -210,8 +190,7 @@ def make_trainer(cfg: ModularConfig) -> Trainer:
 
   def loss_fn(p, x, y, m):
     logits = nnx.merge(graphdef, p)(x)
-    loss, correct = batch_loss(logits, y, m)
-    return loss, correct
+    return batch_loss(logits, y, m, cfg.loss)
 
   def step(carry, batch):
     p, s = carry
@@ -242,7 +221,7 @@ def make_trainer(cfg: ModularConfig) -> Trainer:
 
     def chunk(args):
       xb, yb, mb = args
-      loss, correct = batch_loss(model(xb), yb, mb)
+      loss, correct = batch_loss(model(xb), yb, mb, cfg.loss)
       return loss * mb.sum(), correct
 
     losses, corrects = jax.lax.map(
@@ -264,8 +243,10 @@ def train(cfg: ModularConfig, *, progress: bool = True,
   """Trains one run: its results (see :func:`summarize`), params, opt state.
 
   Runs whole epochs until `cfg.max_steps` updates are done (rounded up to a
-  whole epoch), or until the validation accuracy reaches `cfg.target` when
-  `cfg.stop_at_target`.
+  whole epoch), or until `cfg.after_target` updates after the validation
+  accuracy first reaches `cfg.target` when `cfg.stop_at_target`. With
+  `cfg.record_spectrum`, the results hold the raw gradients' spectrum
+  (:func:`.optimizers.spectrum_results`).
 
   With `checkpoint_dir`, the params, the optimizer state (the Grokfast filter
   included) and the history are saved every `checkpoint_every` epochs and at
@@ -293,6 +274,9 @@ def train(cfg: ModularConfig, *, progress: bool = True,
       off (nothing is overwritten), or the checkpoint was written with other
       settings (a `CheckpointMismatchError` naming them).
   """
+  if cfg.record_spectrum and checkpoint_dir is not None:
+    raise ValueError("--record-spectrum cannot be combined with "
+                     "--checkpoint-dir (the recorder is not checkpointed)")
   t_start = time.perf_counter()
   trainer = make_trainer(cfg)
   val_x, val_y = jnp.asarray(trainer.val.inputs), jnp.asarray(
@@ -306,7 +290,8 @@ def train(cfg: ModularConfig, *, progress: bool = True,
   ckpt = None
   if checkpoint_dir is not None:
     ckpt = checkpoint_lib.RunCheckpointer(
-        checkpoint_dir, dataclasses.asdict(cfg), every=checkpoint_every)
+        checkpoint_dir, config_lib.checkpoint_settings(cfg),
+        every=checkpoint_every)
     latest = ckpt.latest_epoch()
     if latest is not None and not resume:
       raise ValueError(
@@ -319,8 +304,7 @@ def train(cfg: ModularConfig, *, progress: bool = True,
       first_epoch_seconds = record["first_epoch_seconds"]
   # Seconds continue from the checkpoint's clock.
   t0 = t_start - (history[-1]["seconds"] if history else 0.0)
-  done = cfg.stop_at_target and any(h["val_acc"] >= cfg.target
-                                    for h in history)
+  done = cfg.should_stop(history)
   desc = label or (cfg.filter if cfg.filter != "none" else "baseline")
   with common.progress_bar(n_epochs * trainer.steps_per_epoch, desc,
                            disable=not progress) as bar:
@@ -343,7 +327,7 @@ def train(cfg: ModularConfig, *, progress: bool = True,
         first_epoch_seconds = entry["seconds"]
       history.append(entry)
       bar.update_to(entry)
-      done = cfg.stop_at_target and entry["val_acc"] >= cfg.target
+      done = cfg.should_stop(history)
       if ckpt is not None:
         ckpt.save(epoch, (params, opt_state),
                   {"history": history,
@@ -353,6 +337,8 @@ def train(cfg: ModularConfig, *, progress: bool = True,
     ckpt.close()
   result = summarize(cfg, history, first_epoch_seconds,
                      trainer.steps_per_epoch)
+  if cfg.record_spectrum:
+    result["spectrum"] = optimizers.spectrum_results(cfg, opt_state)
   return result, params, opt_state
 
 
@@ -458,7 +444,7 @@ def _add_filter_args(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--alpha", type=float, default=None,
                       help="EMA momentum (default 0.98)")
   parser.add_argument("--lamb", type=float, default=None,
-                      help="amplification (default: ema 2, ma 5)")
+                      help="amplification (default: ema 2, ma 5, iir 2)")
   parser.add_argument("--window-size", type=_positive_int, default=None,
                       help="MA window (default 100)")
   parser.add_argument("--weight-decay", type=float, default=None,
@@ -466,15 +452,10 @@ def _add_filter_args(parser: argparse.ArgumentParser) -> None:
                       "ma 0.01)")
 
 
-def _config_from_args(args: argparse.Namespace, filter: str,
+def _config_from_args(args: argparse.Namespace, filter: Optional[str],
                       stop_at_target: bool) -> ModularConfig:
-  return config_lib.paper_config(
-      filter, alpha=args.alpha, lamb=args.lamb, window_size=args.window_size,
-      weight_decay=args.weight_decay, op=args.op, p=args.p,
-      train_fraction=args.train_fraction, decoupled_wd=args.decoupled_wd,
-      seed=args.seed, max_steps=args.max_steps, stop_at_target=stop_at_target,
-      depth=args.depth, width=args.width, heads=args.heads, mesh=args.mesh,
-      devices=args.devices)
+  """The run's config: --recipe, then the explicit flags (see recipes)."""
+  return recipes.config_from_args(args, filter, stop_at_target)
 
 
 def run_label(filter: str) -> str:
@@ -495,10 +476,15 @@ def describe(label: str, result: dict[str, Any]) -> str:
           f"{final['train_acc']:.3f})")
 
 
-def _save_run(out: Path, label: str, result: dict[str, Any]) -> None:
+def _save_run(out: Path, label: str, result: dict[str, Any],
+              cfg: ModularConfig) -> None:
   common.save_results(out, result)
   common.plot_curves({label: result["history"]}, out / "curves.png",
                      _title(result["settings"], label))
+  if "spectrum" in result and optimizers.plot_run_spectrum(
+      cfg, result["spectrum"], out / "spectrum.png",
+      _title(result["settings"], f"{label}, raw gradient spectrum")):
+    print(f"wrote {out / 'spectrum.png'}")
 
 
 def _title(settings: dict[str, Any], what: str) -> str:
@@ -528,11 +514,11 @@ def cmd_modular(args: argparse.Namespace) -> int:
   """``grokfast-jax modular``: one run, results.json and curves.png in --out."""
   _start_distributed(args)
   cfg = _config_from_args(args, args.filter, args.stop_at_target)
-  label = run_label(cfg.filter)
+  label = cfg.recipe or run_label(cfg.filter)
   result = run(cfg, progress=not args.no_progress, label=label,
                **_checkpoint_kwargs(args, None))
   out = Path(args.out)
-  _save_run(out, label, result)
+  _save_run(out, label, result, cfg)
   print(describe(label, result))
   print(f"wrote {out / 'results.json'} and {out / 'curves.png'}")
   return 0
@@ -556,12 +542,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         + (", stopping at 95% val acc" if args.stop_at_target else ""))
   for f in filters:
     cfg = _config_from_args(args, f, args.stop_at_target)
-    if f == "none" and args.weight_decay is not None:
-      cfg = dataclasses.replace(cfg, weight_decay=args.weight_decay)
     label = run_label(f)
     result = run(cfg, progress=not args.no_progress, label=label,
                  **_checkpoint_kwargs(args, f))
-    _save_run(out / f, label, result)
+    _save_run(out / f, label, result, cfg)
     results[label] = result
     lines.append(describe(label, result))
     print(lines[-1])
@@ -589,9 +573,10 @@ def add_parsers(subparsers: Any) -> None:
       description="Train the 2-layer transformer on x op y mod p with an "
       "optional Grokfast filter; writes OUT/results.json and OUT/curves.png.")
   _add_task_args(p)
-  p.add_argument("--filter", default="ema", choices=config_lib.FILTERS,
-                 help="gradient filter (default ema)")
+  p.add_argument("--filter", default=None, choices=config_lib.FILTERS,
+                 help="gradient filter (default: the recipe's, else ema)")
   _add_filter_args(p)
+  recipes.add_args(p)
   p.add_argument("--max-steps", type=_positive_int, default=3000,
                  help="updates to run, rounded up to whole epochs "
                  "(default 3000)")
@@ -608,9 +593,10 @@ def add_parsers(subparsers: Any) -> None:
       "OUT/results.json (all runs + summary) and OUT/curves.png (overlaid).")
   _add_task_args(c)
   c.add_argument("--filters", default="none,ema",
-                 help="comma-separated filters among none, ema, ma "
+                 help="comma-separated filters among none, ema, ma, iir "
                  "(default none,ema)")
   _add_filter_args(c)
+  recipes.add_args(c)
   c.add_argument("--max-steps", type=_positive_int, default=2000,
                  help="updates per run, rounded up to whole epochs "
                  "(default 2000)")

@@ -1,0 +1,237 @@
+"""Named training recipes of the modular task, and how flags resolve on them.
+
+A recipe is a dict of :class:`ModularConfig` overrides, all of them about the
+training method (filter, optimizer, loss, constraints), never the task, the
+model, the data split, the batch size (512) or the evaluation, which stay
+the paper's. ``grokfast-jax modular --recipe NAME`` starts from it; every
+flag given explicitly overrides it; results.json records the recipe name
+(``settings.recipe``) and every resolved field.
+
+Resolution (:func:`resolve`), for a run with filter ``f`` (``--filter``, or
+the recipe's, or "ema" for ``modular``; each listed filter for
+``compare``):
+
+1. the paper's defaults for ``f`` (:data:`config.PAPER_DEFAULTS`);
+2. the recipe's settings; when ``f`` is not the recipe's filter, its
+   filter-specific ones (`FILTER_FIELDS`: alpha, lamb, window, IIR order and
+   cutoff) are dropped, so the new filter keeps its paper values, while the
+   rest (optimizer, learning rate, betas, weight decay, loss, ⊥Grad, weight
+   norm) still applies;
+3. the explicit flags.
+
+The table, :data:`RECIPES`:
+
+=============  ===============================================================
+paper-ema      Grokfast-EMA, the paper's: alpha 0.98, lamb 2, Adam
+               (0.9, 0.98) lr 1e-3, coupled L2 0.005.
+paper-ma       Grokfast-MA, the paper's: window 100, lamb 5, coupled L2 0.01.
+lion-clip      The Clip-to-Grok competitor (NiftyliuS/cliptogrok): Lion lr
+               1e-3, betas (0.9, 0.97), no weight decay, no filter, every
+               weight row clipped to norm 2.0 after each update.
+orthograd      ⊥Grad alone: the paper's baseline (Adam, no filter, no weight
+               decay) with ⊥Grad on the raw gradient.
+stablemax      StableMax cross-entropy alone, on the baseline.
+weight-norm    Weight rows bounded by 2.0 alone, on the baseline (Adam).
+iir            Grokfast-IIR alone: order-2 Butterworth at EMA's -3 dB point
+               (cutoff 0.0064), lamb 2, the paper's EMA weight decay 0.005.
+muon           Muon alone (AdamW fallback off the blocks' kernels), baseline.
+fastest        A placeholder: the fastest recipe that
+               ``benchmarks/fastest_grok.py`` finds replaces it. Until then
+               a guess: Grokfast-EMA (paper) + ⊥Grad + StableMax.
+=============  ===============================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, NamedTuple, Optional
+
+from grokfast_jax.experiments.modular import config as config_lib
+
+ModularConfig = config_lib.ModularConfig
+
+
+class Recipe(NamedTuple):
+  """One named recipe: a one-line summary and its config overrides."""
+
+  summary: str
+  settings: dict[str, Any]
+
+
+_PAPER_EMA = {"filter": "ema", "alpha": 0.98, "lamb": 2.0,
+              "weight_decay": 0.005}
+_BASELINE = {"filter": "none", "weight_decay": 0.0}
+
+RECIPES: dict[str, Recipe] = {
+    "paper-ema": Recipe(
+        "Grokfast-EMA with the paper's settings (Adam, coupled L2 0.005)",
+        _PAPER_EMA),
+    "paper-ma": Recipe(
+        "Grokfast-MA with the paper's settings (Adam, coupled L2 0.01)",
+        {"filter": "ma", "window_size": 100, "lamb": 5.0,
+         "weight_decay": 0.01}),
+    "lion-clip": Recipe(
+        "Clip to Grok: Lion (0.9, 0.97) lr 1e-3, rows clipped to 2.0, no wd",
+        {"filter": "none", "optimizer": "lion", "lr": 1e-3, "beta1": 0.9,
+         "beta2": 0.97, "weight_decay": 0.0, "max_weight_norm": 2.0,
+         "weight_norm_axis": "row"}),
+    "orthograd": Recipe("⊥Grad alone (baseline Adam, no filter, no wd)",
+                        {**_BASELINE, "orthograd": True}),
+    "stablemax": Recipe("StableMax cross-entropy alone (baseline)",
+                        {**_BASELINE, "loss": "stablemax"}),
+    "weight-norm": Recipe("weight rows bounded by 2.0 alone (baseline Adam)",
+                          {**_BASELINE, "max_weight_norm": 2.0,
+                           "weight_norm_axis": "row"}),
+    "iir": Recipe(
+        "Grokfast-IIR alone: Butterworth order 2, cutoff 0.0064, lamb 2",
+        {"filter": "iir", "iir_order": 2, "iir_cutoff": 0.0064, "lamb": 2.0,
+         "weight_decay": 0.005}),
+    "muon": Recipe("Muon alone (AdamW fallback), no filter, no wd",
+                   {**_BASELINE, "optimizer": "muon"}),
+    # Placeholder: benchmarks/fastest_grok.py picks the real one.
+    "fastest": Recipe(
+        "placeholder until benchmarks/fastest_grok.py picks it: "
+        "Grokfast-EMA + ⊥Grad + StableMax",
+        {**_PAPER_EMA, "orthograd": True, "loss": "stablemax"}),
+}
+
+# Fields a recipe may set: the training method only.
+METHOD_FIELDS = ("filter", "alpha", "lamb", "window_size", "iir_order",
+                 "iir_cutoff", "weight_decay", "decoupled_wd", "optimizer",
+                 "lr", "beta1", "beta2", "eps", "warmup_steps", "orthograd",
+                 "loss", "max_weight_norm", "weight_norm_axis")
+# A recipe's settings that belong to its filter (dropped for another one).
+FILTER_FIELDS = ("alpha", "lamb", "window_size", "iir_order", "iir_cutoff")
+
+
+def resolve(recipe: Optional[str] = None, filter: Optional[str] = None, *,
+            default_filter: str = "ema", **overrides: Any) -> ModularConfig:
+  """The config of `recipe` for `filter` with `overrides` on top.
+
+  Args:
+    recipe: a name in :data:`RECIPES`, or None (the paper's defaults).
+    filter: the run's filter; None takes the recipe's, else
+      `default_filter`.
+    default_filter: the filter when neither gives one.
+    **overrides: :class:`ModularConfig` fields; None values are ignored
+      (flags not given).
+
+  Returns:
+    The config, with ``recipe`` set to the name.
+
+  Raises:
+    ValueError: an unknown recipe or a field out of its range.
+
+  Example:
+    >>> cfg = resolve("lion-clip", lr=3e-4)
+    >>> cfg.optimizer, cfg.lr, cfg.max_weight_norm, cfg.recipe
+    ('lion', 0.0003, 2.0, 'lion-clip')
+  """
+  if recipe is not None and recipe not in RECIPES:
+    raise ValueError(
+        f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+  settings = dict(RECIPES[recipe].settings) if recipe else {}
+  own = settings.pop("filter", None)
+  f = filter or own or default_filter
+  if f not in config_lib.FILTERS:
+    raise ValueError(f"filter must be one of {config_lib.FILTERS}, got {f!r}")
+  if own is not None and f != own:
+    for name in FILTER_FIELDS:
+      settings.pop(name, None)
+  d = {**config_lib.PAPER_DEFAULTS[f], **settings,
+       **{k: v for k, v in overrides.items() if v is not None}}
+  return ModularConfig(filter=f, recipe=recipe, **d)
+
+
+# ------------------------------------------------------------ command line
+
+# Flags whose name is not the field's with dashes.
+_FLAGS = {"beta1": "--betas", "beta2": "--betas", "iir_order": "--order",
+          "iir_cutoff": "--cutoff"}
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+  """Adds ``--recipe`` and the training-method flags to `parser`."""
+  g = parser.add_argument_group(
+      "training method (default: the paper's Adam; flags override --recipe)")
+  g.add_argument("--recipe", default=None, choices=sorted(RECIPES),
+                 help="start from a named recipe: " + "; ".join(
+                     f"{k}: {r.summary}" for k, r in RECIPES.items()))
+  g.add_argument("--optimizer", default=None,
+                 choices=config_lib.OPTIMIZERS,
+                 help="adam (default: the paper's, coupled L2), adamw, lion, "
+                 "muon (Muon on the blocks' kernels, AdamW on the rest)")
+  g.add_argument("--lr", type=float, default=None,
+                 help="learning rate after the 10-update warm-up "
+                 "(default 1e-3, the paper's)")
+  g.add_argument("--betas", default=None, metavar="B1,B2",
+                 help="the optimizer's two betas (default 0.9,0.98)")
+  g.add_argument("--orthograd", action="store_true",
+                 help="⊥Grad on the raw gradient, before the filter")
+  g.add_argument("--loss", default=None, choices=config_lib.LOSSES,
+                 help="ce (default) or stablemax cross-entropy")
+  g.add_argument("--max-weight-norm", type=float, default=None,
+                 metavar="X", help="bound the norm of every weight row of "
+                 "the blocks' Linear kernels by X (initial params projected, "
+                 "each update projected last; embeddings, head, biases and "
+                 "LayerNorms free)")
+  g.add_argument("--weight-norm-axis", default=None,
+                 choices=tuple(config_lib.WEIGHT_NORM_AXES),
+                 help="row (default: each output unit's incoming weights, "
+                 "axis 0 of a Flax [in, out] kernel), column (axis 1) or "
+                 "matrix (the whole kernel)")
+  g.add_argument("--order", type=int, default=None,
+                 help="Butterworth order of --filter iir (default 2)")
+  g.add_argument("--cutoff", type=float, default=None,
+                 help="Butterworth cutoff of --filter iir, a fraction of "
+                 "the Nyquist frequency in (0, 1) (default 0.0064)")
+  g.add_argument("--record-spectrum", action="store_true",
+                 help="record raw-gradient coordinates; write "
+                 "OUT/spectrum.png and the spectrum in results.json")
+  g.add_argument("--after-target", type=int, default=None, metavar="N",
+                 help="with --stop-at-target, go on N more updates after "
+                 "first reaching 95%% (default 0)")
+
+
+def _betas(text: Optional[str]) -> tuple[Optional[float], Optional[float]]:
+  if text is None:
+    return None, None
+  try:
+    b1, b2 = (float(x) for x in text.split(","))
+  except ValueError:
+    raise ValueError(f"--betas must be two numbers B1,B2 in [0, 1), got "
+                     f"{text!r}") from None
+  return b1, b2
+
+
+def config_from_args(args: argparse.Namespace, filter: Optional[str],
+                     stop_at_target: bool, **fixed: Any) -> ModularConfig:
+  """The config of a ``modular`` or ``compare`` command line.
+
+  Raises:
+    ValueError: a bad value, with the message naming its flag.
+  """
+  b1, b2 = _betas(args.betas)
+  overrides = dict(
+      alpha=args.alpha, lamb=args.lamb, window_size=args.window_size,
+      weight_decay=args.weight_decay, decoupled_wd=args.decoupled_wd or None,
+      optimizer=args.optimizer, lr=args.lr, beta1=b1, beta2=b2,
+      orthograd=args.orthograd or None, loss=args.loss,
+      max_weight_norm=args.max_weight_norm,
+      weight_norm_axis=args.weight_norm_axis, iir_order=args.order,
+      iir_cutoff=args.cutoff, record_spectrum=args.record_spectrum or None,
+      after_target=args.after_target)
+  try:
+    return resolve(
+        args.recipe, filter, **overrides, op=args.op, p=args.p,
+        train_fraction=args.train_fraction, seed=args.seed,
+        max_steps=args.max_steps, stop_at_target=stop_at_target,
+        depth=args.depth, width=args.width, heads=args.heads, mesh=args.mesh,
+        devices=args.devices, **fixed)
+  except ValueError as e:
+    text = str(e)
+    field = text.split(" ", 1)[0]
+    if field in ModularConfig.__dataclass_fields__:
+      flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
+      text = flag + text[len(field):]
+    raise ValueError(text) from None
