@@ -7,10 +7,21 @@ and evaluate again. Prints a markdown table of test MSE / MAE (normalized
 units, mean over seeds) with the relative change, and per model the mean over
 horizons.
 
+Base models (`--models`, comma- or space-separated; default dlinear and
+itransformer): DLinear (kernel 25), RLinear (RevIN + one L->H linear map),
+PatchTST (RevIN, patches of 16 with stride 8 and end padding, 3 post-norm
+LayerNorm encoder layers with d_model 16, 4 heads, d_ff 128, no dropout: the
+paper's ETTh setting) and a small iTransformer; see
+``grokfast_jax/experiments/forecasting/models.py``. BSA sits on the raw input
+window for DLinear, RLinear and PatchTST (before RevIN) and on the
+instance-normalized window for the iTransformer.
+
 Usage (from the repository root):
   .venv/bin/python benchmarks/ett_forecasting.py               # full run
   .venv/bin/python benchmarks/ett_forecasting.py --horizons 96 --seeds 0 \
       --datasets ETTh1                                         # quick look
+  .venv/bin/python benchmarks/ett_forecasting.py --control \
+      --models rlinear,patchtst                                # new models
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import numpy as np
 from grokfast_jax.experiments.forecasting import data as fdata
 from grokfast_jax.experiments.forecasting import train
 from grokfast_jax.experiments.forecasting.config import ForecastConfig
+from grokfast_jax.experiments.forecasting.models import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--datasets", nargs="+", default=["ETTh1", "ETTh2"])
   p.add_argument("--horizons", nargs="+", type=int,
                  default=[96, 192, 336, 720])
-  p.add_argument("--models", nargs="+", default=["dlinear", "itransformer"])
+  p.add_argument("--models", nargs="+", default=["dlinear", "itransformer"],
+                 help=f"base models, comma- or space-separated, of {MODELS}")
   p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
   p.add_argument("--lookback", type=int, default=96)
   p.add_argument("--max-epochs", type=int, default=8)
@@ -51,7 +64,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="also fine-tune the base model without BSA by the same "
                  "protocol (separates BSA from the extra training)")
   p.add_argument("--json", default=None, help="also write raw results here")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  args.models = [m for item in args.models for m in item.split(",") if m]
+  unknown = [m for m in args.models if m not in MODELS]
+  if unknown:
+    p.error(f"--models: unknown {', '.join(unknown)}; choose from "
+            f"{', '.join(MODELS)}")
+  return args
 
 
 def _pct(new: float, old: float) -> str:

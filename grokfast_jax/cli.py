@@ -17,6 +17,7 @@ _EXPERIMENTS = (
     "grokfast_jax.experiments.mnist.train",
     "grokfast_jax.experiments.qm9.train",
     "grokfast_jax.experiments.imdb.train",
+    "grokfast_jax.experiments.forecasting.train",
 )
 
 

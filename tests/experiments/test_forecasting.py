@@ -95,6 +95,54 @@ def test_models_with_identity_bsa_match_the_base_model(name):
   np.testing.assert_allclose(call(with_bsa, x), y, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["rlinear", "patchtst"])
+def test_revin_models_shapes_and_channel_independence(name):
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(5, 3, 24)) * 4 + 2, jnp.float32)
+  x2 = x.at[:, 1].set(jnp.asarray(rng.normal(size=(5, 24)), jnp.float32))
+  model = models.make_model(name, 3, 24, 6, seed=1)
+  if name == "patchtst":
+    assert model.n_patches == 3
+  # One call on both inputs (the samples of a batch do not interact).
+  out = nnx.jit(lambda m, inputs: m(inputs))(model,
+                                              jnp.concatenate([x, x2]))
+  assert out.shape == (10, 3, 6) and out.dtype == jnp.float32
+  y, y2 = out[:5], out[5:]
+  # Only channel 1's forecast moves.
+  np.testing.assert_array_equal(y2[:, 0], y[:, 0])
+  np.testing.assert_array_equal(y2[:, 2], y[:, 2])
+  assert not np.allclose(y2[:, 1], y[:, 1])
+
+
+def test_revin_normalize_then_denormalize_is_the_identity():
+  rng = np.random.default_rng(3)
+  revin = models.RevIN(4)
+  revin.weight[...] = jnp.asarray(rng.uniform(0.5, 2.0, (4, 1)), jnp.float32)
+  revin.bias[...] = jnp.asarray(rng.normal(size=(4, 1)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(3, 4, 20)) * 10 + 50, jnp.float32)
+  z, stats = revin.normalize(x)
+  # Each window's channel is standardized before the affine map.
+  np.testing.assert_allclose(
+      ((z - revin.bias[...]) / revin.weight[...]).std(-1), 1, rtol=1e-3)
+  np.testing.assert_allclose(revin.denormalize(z, stats), x, rtol=1e-5,
+                             atol=1e-4)
+
+
+def test_patchtst_patches_pad_the_end_with_the_last_value():
+  assert models.patch_count(96, 16, 8) == 12
+  assert models.patch_count(24, 16, 8) == 3
+  assert models.patch_count(8, 16, 8) == 1
+  x = jnp.arange(24.0)[None, None]
+  p = models.make_patches(x, 16, 8)
+  assert p.shape == (1, 1, 3, 16)
+  np.testing.assert_array_equal(p[0, 0, 1], np.arange(8, 24))
+  np.testing.assert_array_equal(p[0, 0, 2], [*range(16, 24)] + [23] * 8)
+  with pytest.raises(ValueError, match="lookback must be >= 8"):
+    models.make_model("patchtst", 2, 7, 4)
+  with pytest.raises(ValueError, match="lookback must be >= 8"):
+    ForecastConfig(model="patchtst", lookback=7)
+
+
 def test_evaluation_does_not_depend_on_the_batch_size():
   rng = np.random.default_rng(0)
   values = np.cumsum(rng.normal(size=(400, 3)), axis=0).astype(np.float32)

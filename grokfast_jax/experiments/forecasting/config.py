@@ -6,7 +6,7 @@ import dataclasses
 from typing import Optional
 
 from grokfast_jax.experiments.forecasting.data import SPLITS
-from grokfast_jax.experiments.forecasting.models import MODELS
+from grokfast_jax.experiments.forecasting.models import MODELS, check_shapes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +22,7 @@ class ForecastConfig:
   BSA model first warms its state up over all earlier windows of the series.
 
   Attributes:
-    model: "dlinear" or "itransformer".
+    model: one of MODELS ("dlinear", "rlinear", "patchtst", "itransformer").
     lookback: input length L.
     horizon: forecast length H.
     split: "ratio" (chronological `ratios`) or "ett" (12/4/4 months).
@@ -75,6 +75,7 @@ class ForecastConfig:
                  "patience", "ft_batch_size", "eval_batch_size"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    check_shapes(self.model, self.lookback, self.horizon)
     if self.ft_epochs < 0:
       raise ValueError(f"ft_epochs must be >= 0, got {self.ft_epochs}")
     for name in ("lr", "ft_lr_spectral", "ft_lr_base"):

@@ -6,6 +6,9 @@ A series is a (T, C) float32 array. A window starting at `s` has the input
 their start index. Consecutive (unshuffled) batches keep time order, which
 Batched Spectral Attention needs; shuffled batches are for base training.
 
+:func:`load_csv` reads any CSV with a date column and numeric columns (the
+command line's input); :func:`load_ett_csv` the ETT files only.
+
 Split (default, the convention of the forecasting issue): chronological
 0.6 / 0.2 / 0.2 of the rows. ``split="ett"`` uses the fixed ETTh borders of
 the long-term-forecasting literature instead (12 / 4 / 4 months of hourly
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 from typing import Optional, Union
 
@@ -27,6 +31,8 @@ import numpy as np
 PathLike = Union[str, os.PathLike]
 SPLITS = ("ratio", "ett")
 ETT_HOURLY_BORDERS = (12 * 30 * 24, 4 * 30 * 24, 4 * 30 * 24)
+# Column names taken as the date column (case-insensitive).
+DATE_NAMES = ("date", "time", "timestamp")
 
 
 def load_ett_csv(path: PathLike) -> tuple[np.ndarray, list[str], list[str]]:
@@ -67,6 +73,142 @@ def load_ett_csv(path: PathLike) -> tuple[np.ndarray, list[str], list[str]]:
   return np.asarray(rows, np.float32), header[1:], dates
 
 
+@dataclasses.dataclass(frozen=True)
+class CsvSeries:
+  """The channels read from a CSV file by :func:`load_csv`.
+
+  Attributes:
+    path: the file.
+    values: (T, C) float32, the selected channels in file row order.
+    channels: the C selected column names.
+    numeric_columns: every numeric column of the file.
+    date_column: the date column's name, or None if the file has none.
+    date_rule: how it was found: "name" (named like one of DATE_NAMES),
+      "first non-numeric column", or "none".
+    dates: the T date strings (None without a date column).
+    ignored_columns: other non-numeric columns, left out.
+  """
+
+  path: str
+  values: np.ndarray
+  channels: list
+  numeric_columns: list
+  date_column: Optional[str]
+  date_rule: str
+  dates: Optional[list]
+  ignored_columns: list
+
+
+def _is_number(text: str) -> bool:
+  try:
+    float(text)
+  except ValueError:
+    return False
+  return True
+
+
+def load_csv(path: PathLike, target: str = "all") -> CsvSeries:
+  """Reads a CSV with a date column and numeric columns.
+
+  The first row is the header. The date column is the first column named
+  "date", "time" or "timestamp" (any case), else the first column whose first
+  data cell is not a number; the file may have none. The other columns whose
+  first data cell is a number (or empty) are the numeric columns; any other
+  text column is ignored. Rows are taken in file order (the file must be
+  chronological); blank lines are skipped.
+
+  Args:
+    path: the CSV file.
+    target: a numeric column's name, or "all" for every numeric column.
+
+  Returns:
+    A :class:`CsvSeries`.
+
+  Raises:
+    ValueError: a missing or empty file, a row of the wrong width, no
+      numeric column, an unknown or non-numeric `target`, or an empty,
+      non-number, NaN or infinite cell in a selected column (naming the
+      first such line and column).
+  """
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise ValueError(f"{path}: no such file")
+  if not os.path.isfile(path):
+    raise ValueError(f"{path}: not a file")
+  with open(path, newline="", encoding="utf-8-sig") as fh:
+    reader = csv.reader(fh)
+    try:
+      header = [name.strip() for name in next(reader)]
+    except StopIteration:
+      raise ValueError(f"{path}: empty file (no header row)") from None
+    except (csv.Error, UnicodeDecodeError) as e:
+      raise ValueError(f"{path}: not a readable CSV file ({e})") from None
+    for i, name in enumerate(header):
+      if header.index(name) != i:
+        raise ValueError(f"{path}: duplicate column name {name!r} in the "
+                         f"header")
+    rows, lines = [], []
+    try:
+      for row in reader:
+        if not any(cell.strip() for cell in row):
+          continue
+        if len(row) != len(header):
+          raise ValueError(f"{path}, line {reader.line_num}: expected "
+                           f"{len(header)} fields (as the header), got "
+                           f"{len(row)}")
+        rows.append([cell.strip() for cell in row])
+        lines.append(reader.line_num)
+    except (csv.Error, UnicodeDecodeError) as e:
+      raise ValueError(f"{path}, line {reader.line_num}: not readable as CSV"
+                       f" ({e})") from None
+  if not rows:
+    raise ValueError(f"{path}: no data rows after the header")
+
+  date_col = next((i for i, name in enumerate(header)
+                   if name.lower() in DATE_NAMES), None)
+  rule = "name"
+  text = [i for i, cell in enumerate(rows[0]) if cell and not _is_number(cell)]
+  if date_col is None:
+    date_col = text[0] if text else None
+    rule = "first non-numeric column" if text else "none"
+  numeric = [header[i] for i in range(len(header))
+             if i != date_col and i not in text]
+  ignored = [header[i] for i in text if i != date_col]
+  if not numeric:
+    raise ValueError(f"{path}: no numeric columns (columns: "
+                     f"{', '.join(header)})")
+  if target == "all":
+    channels = numeric
+  elif target in numeric:
+    channels = [target]
+  elif target in header:
+    raise ValueError(f"{path}: target column {target!r} is not numeric; "
+                     f"numeric columns: {', '.join(numeric)}")
+  else:
+    raise ValueError(f"{path}: unknown target column {target!r}; numeric "
+                     f"columns: {', '.join(numeric)} (or 'all')")
+
+  idx = [header.index(name) for name in channels]
+  values = np.empty((len(rows), len(idx)), np.float32)
+  for r, (row, line) in enumerate(zip(rows, lines)):
+    for c, i in enumerate(idx):
+      cell = row[i]
+      where = f"{path}, line {line} (data row {r + 1}), column {header[i]!r}"
+      if not cell:
+        raise ValueError(f"{where}: empty cell")
+      try:
+        value = float(cell)
+      except ValueError:
+        raise ValueError(f"{where}: {cell!r} is not a number") from None
+      if not math.isfinite(value):
+        raise ValueError(f"{where}: {cell!r} is not a finite number")
+      values[r, c] = value
+  dates = None if date_col is None else [row[date_col] for row in rows]
+  return CsvSeries(path, values, channels, numeric,
+                   None if date_col is None else header[date_col], rule,
+                   dates, ignored)
+
+
 def split_borders(n_rows: int, split: str = "ratio",
                   ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
                   ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
@@ -100,6 +242,71 @@ def split_borders(n_rows: int, split: str = "ratio",
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   a, b = n_train, n_train + n_val
   return (0, a), (a, b), (b, b + n_test)
+
+
+def _window_counts(n_rows: int, lookback: int, horizon: int, split: str,
+                   ratios: tuple[float, float, float]) -> list[int]:
+  """Windows of the train, val and test splits (as make_forecast_data)."""
+  counts = []
+  for lo, hi in split_borders(n_rows, split, ratios):
+    counts.append(hi - lookback - horizon - max(lo - lookback, 0) + 1)
+  return counts
+
+
+def min_rows(lookback: int, horizon: int, split: str = "ratio",
+             ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
+             min_train_windows: int = 1) -> Optional[int]:
+  """The fewest rows giving every split a window (and the training split
+  `min_train_windows`), or None if no number of rows does (``split="ett"``
+  has fixed borders).
+
+  Args:
+    lookback, horizon: the window.
+    split, ratios: as :func:`split_borders`.
+    min_train_windows: training windows needed (a full batch).
+
+  Returns:
+    The row count, or None.
+  """
+  start = sum(ETT_HOURLY_BORDERS) if split == "ett" else 1
+  stop = (start + 1 if split == "ett" else
+          int(4 * (lookback + horizon + min_train_windows) / min(ratios))
+          + 100)
+  for n in range(start, stop):
+    counts = _window_counts(n, lookback, horizon, split, ratios)
+    if min(counts) >= 1 and counts[0] >= min_train_windows:
+      return n
+  return None
+
+
+def check_rows(n_rows: int, lookback: int, horizon: int, *,
+               split: str = "ratio",
+               ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
+               min_train_windows: int = 1, source: str = "the series"
+               ) -> None:
+  """Raises a ValueError saying how many rows are needed, if `n_rows` is short.
+
+  Args:
+    n_rows: rows of the series.
+    lookback, horizon, split, ratios: as :func:`make_forecast_data`.
+    min_train_windows: training windows needed (a full batch).
+    source: what to name in the message (e.g. the file).
+  """
+  need = min_rows(lookback, horizon, split, ratios, min_train_windows)
+  ok = need is not None and n_rows >= need
+  if ok:
+    counts = _window_counts(n_rows, lookback, horizon, split, ratios)
+    ok = min(counts) >= 1 and counts[0] >= min_train_windows
+  if ok:
+    return
+  what = (f"lookback {lookback} + horizon {horizon} in each of the train, "
+          f"val and test splits ({split} split) and {min_train_windows} "
+          f"training window(s) (one full batch)")
+  if need is None:
+    raise ValueError(f"{source}: the {split} split cannot fit {what}, "
+                     f"whatever the number of rows")
+  raise ValueError(f"{source} has {n_rows} rows, too few for {what}: needs "
+                   f"at least {need} rows")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,8 +370,11 @@ def make_forecast_data(values: np.ndarray, lookback: int, horizon: int, *,
     first = max(lo - lookback, 0)
     last = hi - lookback - horizon  # the target must end by `hi`
     if last < first:
+      need = min_rows(lookback, horizon, split, ratios)
       raise ValueError(f"the {name} split ({hi - lo} rows) is too short for "
-                       f"lookback {lookback} + horizon {horizon}")
+                       f"lookback {lookback} + horizon {horizon}"
+                       + (f"; the series needs at least {need} rows"
+                          if need else ""))
     starts[name] = np.arange(first, last + 1, dtype=np.int32)
   return ForecastData(series, mean.astype(np.float32), std, lookback, horizon,
                       starts)

@@ -8,14 +8,15 @@ cached per model structure and optimizer settings, so seeds and datasets of
 the same shapes reuse one compilation.
 
 Entry point: :func:`run` (base training, BSA fine-tuning, test metrics of
-both), used by ``benchmarks/ett_forecasting.py``.
+both), used by ``benchmarks/ett_forecasting.py`` and by the ``forecast``
+command (:mod:`.command`, registered through :func:`add_parsers`).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -157,8 +158,71 @@ def evaluate(model: nnx.Module, fd: fdata.ForecastData, split: str, *,
   return {"mse": float(sq / n), "mae": float(ab / n)}
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def predict_stream(graphdef, lookback, horizon, params, rest, series,
+                   batches):
+  """Forecasts (n, B, C, H) of a stream of batches (n, B) of window starts.
+
+  Returns:
+    ``(predictions, rest)``.
+  """
+  def body(r, starts):
+    x, _ = gather(series, starts, lookback, horizon)
+    pred, r = _forward(graphdef, params, r, x)
+    return r, pred
+
+  rest, preds = jax.lax.scan(body, rest, batches)
+  return preds, rest
+
+
+def predict(model: nnx.Module, fd: fdata.ForecastData, starts, *,
+            batch_size: int = 256, warm_up: Optional[bool] = None
+            ) -> np.ndarray:
+  """Forecasts at the given window starts, as :func:`evaluate` scores them.
+
+  A model holding Spectral Attention is reset and warmed up over every
+  window before the first requested one, then run over the windows from the
+  first to the last requested start in time order; only the requested
+  forecasts are kept (so the range between them should be short).
+
+  Args:
+    model: a forecaster.
+    fd: the data.
+    starts: window starts (any order).
+    batch_size: samples per batch.
+    warm_up: warm the state up; default: whether the model has
+      SpectralState variables.
+
+  Returns:
+    (len(starts), C, H) float32 forecasts in normalized units.
+  """
+  starts = np.asarray(starts, np.int64)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  if warm_up is None:
+    warm_up = len(jax.tree_util.tree_leaves(rest)) > 0
+  if warm_up:
+    rest = _reset(graphdef, params, rest)
+  batches, mask = fdata.padded_stream(int(starts.min()), int(starts.max()),
+                                      batch_size, 0 if warm_up else None)
+  first = int(np.argmax(mask.any(axis=1)))
+  series = jnp.asarray(fd.series)
+  if first > 0:
+    rest = eval_stream(graphdef, fd.lookback, fd.horizon, params, rest,
+                       series, jnp.asarray(batches[:first]),
+                       jnp.asarray(mask[:first]))[3]
+  preds, rest = predict_stream(graphdef, fd.lookback, fd.horizon, params,
+                               rest, series, jnp.asarray(batches[first:]))
+  nnx.update(model, rest)
+  preds = np.asarray(preds).reshape(-1, *preds.shape[2:])
+  flat, keep = batches[first:].ravel(), mask[first:].ravel()
+  where = {int(s): i for i, s in enumerate(flat) if keep[i]}
+  return preds[[where[int(s)] for s in starts]]
+
+
 def fit_base(model: nnx.Module, fd: fdata.ForecastData, cfg: ForecastConfig,
-             log: Optional[list] = None) -> nnx.Module:
+             log: Optional[list] = None,
+             on_epoch: Optional[Callable[[dict], None]] = None
+             ) -> nnx.Module:
   """Trains on shuffled windows with early stopping on the validation MSE.
 
   Args:
@@ -167,6 +231,7 @@ def fit_base(model: nnx.Module, fd: fdata.ForecastData, cfg: ForecastConfig,
     fd: the data.
     cfg: settings (batch_size, lr, max_epochs, patience, seed).
     log: a list to append per-epoch dicts to.
+    on_epoch: called with each epoch's dict (e.g. a progress bar).
 
   Returns:
     `model`.
@@ -184,9 +249,12 @@ def fit_base(model: nnx.Module, fd: fdata.ForecastData, cfg: ForecastConfig,
         series, jnp.asarray(batches))
     nnx.update(model, params)
     val = evaluate(model, fd, "val", batch_size=cfg.eval_batch_size)
+    entry = {"stage": "base", "epoch": epoch, "train_mse": float(loss),
+             "val_mse": val["mse"]}
     if log is not None:
-      log.append({"stage": "base", "epoch": epoch, "train_mse": float(loss),
-                  "val_mse": val["mse"]})
+      log.append(entry)
+    if on_epoch is not None:
+      on_epoch(entry)
     if val["mse"] < best:
       best, best_params, bad = val["mse"], params, 0
     else:
@@ -198,8 +266,9 @@ def fit_base(model: nnx.Module, fd: fdata.ForecastData, cfg: ForecastConfig,
 
 
 def finetune_spectral(model: nnx.Module, fd: fdata.ForecastData,
-                      cfg: ForecastConfig, log: Optional[list] = None
-                      ) -> nnx.Module:
+                      cfg: ForecastConfig, log: Optional[list] = None,
+                      on_epoch: Optional[Callable[[dict], None]] = None,
+                      stage: str = "finetune") -> nnx.Module:
   """Fine-tunes a model holding BSA on consecutive, unshuffled windows.
 
   (A model without BSA goes through the same protocol, all of its parameters
@@ -215,6 +284,8 @@ def finetune_spectral(model: nnx.Module, fd: fdata.ForecastData,
     fd: the data.
     cfg: settings (ft_*).
     log: a list to append per-epoch dicts to.
+    on_epoch: called with each epoch's dict (e.g. a progress bar).
+    stage: the "stage" of those dicts.
 
   Returns:
     `model`.
@@ -234,17 +305,21 @@ def finetune_spectral(model: nnx.Module, fd: fdata.ForecastData,
         series, batches)
     nnx.update(model, params, rest)
     val = evaluate(model, fd, "val", batch_size=cfg.eval_batch_size)
+    entry = {"stage": stage, "epoch": epoch, "train_mse": float(loss),
+             "val_mse": val["mse"]}
     if log is not None:
-      log.append({"stage": "finetune", "epoch": epoch,
-                  "train_mse": float(loss), "val_mse": val["mse"]})
+      log.append(entry)
+    if on_epoch is not None:
+      on_epoch(entry)
     if val["mse"] < best:
       best, best_params = val["mse"], params
   nnx.update(model, best_params)
   return model
 
 
-def run(values: np.ndarray, cfg: ForecastConfig, *,
-        control: bool = False) -> dict[str, Any]:
+def run(values: np.ndarray, cfg: ForecastConfig, *, control: bool = False,
+        on_epoch: Optional[Callable[[dict], None]] = None,
+        keep_models: bool = False) -> dict[str, Any]:
   """Base training, BSA fine-tuning and test metrics of both.
 
   Args:
@@ -253,37 +328,57 @@ def run(values: np.ndarray, cfg: ForecastConfig, *,
     control: also fine-tune a copy of the base model WITHOUT BSA by the same
       protocol (consecutive batches, same optimizer, epochs and selection),
       to separate the effect of BSA from that of the extra training.
+    on_epoch: called with each epoch's log dict (stages "base", "finetune"
+      and "control").
+    keep_models: also return the data and the trained models.
 
   Returns:
     A dict with "base" and "bsa" (and "control") test metrics
-    ({"mse", "mae"}), their validation MSEs, the per-epoch "log" and
-    "seconds".
+    ({"mse", "mae"}), their validation MSEs ("base_val", "bsa_val"),
+    "metrics" (model -> {"val", "test"} -> {"mse", "mae"}), the per-epoch
+    "log" and "seconds"; with `keep_models`, "data" (the
+    :class:`data.ForecastData`) and "models" (model -> nnx.Module).
   """
   t0 = time.perf_counter()
   fd = fdata.make_forecast_data(values, cfg.lookback, cfg.horizon,
                                 split=cfg.split, ratios=cfg.ratios,
                                 max_rows=cfg.max_rows)
   log: list = []
+
+  def scores(model):
+    return {split: evaluate(model, fd, split, batch_size=cfg.eval_batch_size)
+            for split in ("val", "test")}
+
   base = make_model(cfg.model, fd.channels, cfg.lookback, cfg.horizon,
                     seed=cfg.seed)
-  fit_base(base, fd, cfg, log)
-  out = {"base": evaluate(base, fd, "test", batch_size=cfg.eval_batch_size),
-         "base_val": evaluate(base, fd, "val",
-                              batch_size=cfg.eval_batch_size)["mse"]}
+  fit_base(base, fd, cfg, log, on_epoch)
+  metrics = {"base": scores(base)}
   bsa = make_model(cfg.model, fd.channels, cfg.lookback, cfg.horizon,
                    seed=cfg.seed, spectral=cfg.spectral_kwargs())
   transfer_params(base, bsa)
-  finetune_spectral(bsa, fd, cfg, log)
-  out["bsa"] = evaluate(bsa, fd, "test", batch_size=cfg.eval_batch_size)
-  out["bsa_val"] = evaluate(bsa, fd, "val",
-                            batch_size=cfg.eval_batch_size)["mse"]
+  finetune_spectral(bsa, fd, cfg, log, on_epoch)
+  metrics["bsa"] = scores(bsa)
+  models = {"base": base, "bsa": bsa}
   if control:
     ctl = make_model(cfg.model, fd.channels, cfg.lookback, cfg.horizon,
                      seed=cfg.seed)
     transfer_params(base, ctl)
-    finetune_spectral(ctl, fd, cfg)
-    out["control"] = evaluate(ctl, fd, "test",
-                              batch_size=cfg.eval_batch_size)
+    finetune_spectral(ctl, fd, cfg, log, on_epoch, stage="control")
+    metrics["control"] = scores(ctl)
+    models["control"] = ctl
+  out = {name: m["test"] for name, m in metrics.items()}
+  out["base_val"] = metrics["base"]["val"]["mse"]
+  out["bsa_val"] = metrics["bsa"]["val"]["mse"]
+  out["metrics"] = metrics
   out["log"] = log
+  if keep_models:
+    out["data"] = fd
+    out["models"] = models
   out["seconds"] = time.perf_counter() - t0
   return out
+
+
+def add_parsers(subparsers) -> None:
+  """Adds the ``forecast`` subcommand (see :mod:`.command`)."""
+  from grokfast_jax.experiments.forecasting import command
+  command.add_parsers(subparsers)
