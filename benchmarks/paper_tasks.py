@@ -75,7 +75,7 @@ def _imdb_cells(res: dict[str, Any]) -> dict[str, str]:
 
 def _qm9_cells(res: dict[str, Any]) -> dict[str, str]:
   return {"lowest val MSE": f"{res['min_val_loss']:.4g}",
-          "at epoch": _fmt_steps(res["min_val_loss_epoch"]),
+          "at epoch": _fmt_steps(res["min_val_epoch"]),
           "final val MSE": f"{res['final_val_loss']:.4g}",
           "seconds": f"{res['total_seconds']:.0f}"}
 

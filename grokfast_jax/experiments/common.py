@@ -1,5 +1,8 @@
 """Helpers shared by the experiments: results files, curves, thresholds, progress.
 
+The Grokfast settings that the paper tasks (MNIST, IMDb, QM9) share live in
+:mod:`grokfast_jax.experiments.settings`.
+
 A run's history is a list of per-evaluation dicts with the keys
 ``step, epoch, train_loss, train_acc, val_loss, val_acc, seconds`` (`seconds`
 is wall time since the start of the run, compilation included).

@@ -1,11 +1,18 @@
 """Tests of grokfast_jax.experiments.common."""
 
+import argparse
+import dataclasses
 import json
 import math
 
+import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 
+import grokfast_jax as gj
 from grokfast_jax.experiments import common
+from grokfast_jax.experiments import settings
 
 
 def _history():
@@ -64,3 +71,201 @@ def test_median_and_format():
   assert common.format_steps(1110) == "1,110"
   assert common.format_steps(None) == "n/a"
   assert math.isclose(common.median([1.5]), 1.5)
+
+
+# ------------------------------------------- Grokfast settings of the paper tasks
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg(settings.FilterSettingsMixin):
+  filter: str = "ema"
+  alpha: float = 0.9
+  lamb: float = 2.0
+  window_size: int = 10
+  weight_decay: float = 0.5
+  lr: float = 1e-3
+  seed: int = 0
+
+  def __post_init__(self):
+    settings.check_optimizer_settings(self, ("none", "ema", "ma"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _FiniteCfg(_Cfg):
+
+  def __post_init__(self):
+    settings.check_optimizer_settings(self, ("ema",), finite=True)
+
+
+def test_check_message():
+  settings.check("size", 3, True, ">= 2")
+  with pytest.raises(ValueError, match=r"^size must be >= 2, got 1$"):
+    settings.check("size", 1, False, ">= 2")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"filter": "sma"},
+     "filter must be one of ('none', 'ema', 'ma'), got 'sma'"),
+    ({"alpha": 1.0}, "alpha must be in [0, 1), got 1.0"),
+    ({"alpha": -0.1}, "alpha must be in [0, 1), got -0.1"),
+    ({"lamb": -1.0}, "lamb must be >= 0, got -1.0"),
+    ({"window_size": 0}, "window_size must be >= 1, got 0"),
+    ({"weight_decay": -1.0}, "weight_decay must be >= 0, got -1.0"),
+    ({"lr": 0.0}, "lr must be > 0, got 0.0"),
+    # The first setting out of range is named, in the documented order.
+    ({"lamb": -1.0, "lr": 0.0}, "lamb must be >= 0, got -1.0"),
+    ({"alpha": 2.0, "filter": "x"},
+     "filter must be one of ('none', 'ema', 'ma'), got 'x'"),
+])
+def test_check_optimizer_settings_names_the_first_bad_setting(kwargs,
+                                                              message):
+  with pytest.raises(ValueError) as err:
+    _Cfg(**kwargs)
+  assert str(err.value) == message
+
+
+def test_check_optimizer_settings_finite():
+  # Without `finite`, infinities pass.
+  _Cfg(lamb=math.inf, weight_decay=math.inf, lr=math.inf)
+  _FiniteCfg(lamb=1.0, weight_decay=0.0, lr=1.0)
+  for name, allowed in (("lamb", ">= 0 and finite"),
+                        ("weight_decay", ">= 0 and finite"),
+                        ("lr", "> 0 and finite")):
+    with pytest.raises(ValueError) as err:
+      _FiniteCfg(**{name: math.inf})
+    assert str(err.value) == f"{name} must be {allowed}, got inf"
+  with pytest.raises(ValueError, match="lr must be > 0 and finite, got nan"):
+    _FiniteCfg(lr=math.nan)
+  with pytest.raises(ValueError, match=r"one of \('ema',\)"):
+    _FiniteCfg(filter="ma")
+
+
+def test_config_with_defaults_ignores_none_overrides():
+  defaults = {"none": {"weight_decay": 0.1},
+              "ema": {"alpha": 0.8, "lamb": 3.0}}
+  filters = ("none", "ema", "ma")
+  cfg = settings.config_with_defaults(_Cfg, filters, defaults, "ema",
+                                    {"lamb": None, "seed": 4, "lr": None})
+  assert cfg == _Cfg(filter="ema", alpha=0.8, lamb=3.0, seed=4)
+  cfg = settings.config_with_defaults(_Cfg, filters, defaults, "none",
+                                    {"weight_decay": 2.0})
+  assert cfg == _Cfg(filter="none", weight_decay=2.0)
+  # The defaults are copied, not changed.
+  assert defaults["none"] == {"weight_decay": 0.1}
+  with pytest.raises(ValueError, match="filter must be one of"):
+    settings.config_with_defaults(_Cfg, filters, defaults, "iir", {})
+  with pytest.raises(ValueError, match="lamb must be >= 0"):
+    settings.config_with_defaults(_Cfg, filters, defaults, "ema", {"lamb": -1})
+
+
+def test_filter_settings_mixin_names_and_dict():
+  assert _Cfg(filter="none").run_name == "baseline"
+  assert _Cfg(filter="ema").run_name == "grokfast-ema"
+  assert _Cfg(filter="ma").run_name == "grokfast-ma"
+  assert _Cfg(filter="none", weight_decay=0.01).label == "wd 0.01"
+  assert _Cfg(filter="ema").label == "alpha 0.9, lamb 2, wd 0.5"
+  assert _Cfg(filter="ma").label == "window 10, lamb 2, wd 0.5"
+  d = _Cfg(filter="ema").filter_settings_dict(seed=7, extra=1)
+  assert list(d) == ["filter", "alpha", "lamb", "weight_decay", "lr", "seed",
+                     "extra"]
+  assert d["seed"] == 7 and d["extra"] == 1
+  assert "alpha" not in _Cfg(filter="ma").filter_settings_dict()
+  assert set(_Cfg(filter="none").filter_settings_dict()) == {
+      "filter", "weight_decay", "lr", "seed"}
+
+
+def test_filter_knobs():
+  assert settings.filter_knobs(_Cfg(filter="none")) == ()
+  assert settings.filter_knobs(_Cfg(filter="ema")) == (0.9, 2.0)
+  assert settings.filter_knobs(_Cfg(filter="ma")) == (10, 2.0)
+
+
+def test_grokfast_filter():
+  assert settings.grokfast_filter("none", alpha=0.9, lamb=1.0) is None
+  params = {"w": jnp.zeros(3)}
+  ema = settings.grokfast_filter("ema", alpha=0.5, lamb=2.0)
+  assert isinstance(ema.init(params), gj.GrokfastEmaState)
+  ma = settings.grokfast_filter("ma", lamb=2.0, window_size=4)
+  assert isinstance(ma.init(params), gj.GrokfastMaState)
+  # The same update as the library's filter with the same settings.
+  grads = {"w": jnp.asarray([1.0, -2.0, 3.0])}
+  want, _ = gj.grokfast_ema(alpha=0.5, lamb=2.0).update(
+      grads, gj.grokfast_ema(alpha=0.5, lamb=2.0).init(params), params)
+  got, _ = ema.update(grads, ema.init(params), params)
+  np.testing.assert_allclose(got["w"], want["w"])
+
+
+@pytest.mark.parametrize("filter, knobs", [("none", ()), ("ema", (0.8, 0.1)),
+                                           ("ma", (5, 2.0))])
+def test_filtered_adamw_matches_the_chain_and_is_cached(filter, knobs):
+  tx = settings.filtered_adamw(filter, knobs, 1e-3, 0.5)
+  assert settings.filtered_adamw(filter, knobs, 1e-3, 0.5) is tx
+  assert settings.filtered_adamw(filter, knobs, 1e-3, 0.25) is not tx
+  adamw = optax.adamw(1e-3, weight_decay=0.5)
+  if filter == "ema":
+    want_tx = optax.chain(gj.grokfast_ema(alpha=0.8, lamb=0.1), adamw)
+  elif filter == "ma":
+    want_tx = optax.chain(gj.grokfast_ma(window_size=5, lamb=2.0), adamw)
+  else:
+    want_tx = adamw
+  params = {"w": jnp.asarray([0.5, -1.0, 2.0])}
+  state, want_state = tx.init(params), want_tx.init(params)
+  assert (len(state) == 2) == (filter != "none")
+  for grads in ({"w": jnp.asarray([1.0, -2.0, 3.0])},
+                {"w": jnp.asarray([-0.5, 0.0, 1.0])}):
+    got, state = tx.update(grads, state, params)
+    want, want_state = want_tx.update(grads, want_state, params)
+    np.testing.assert_allclose(got["w"], want["w"], rtol=1e-6)
+
+
+def test_train_state_fields():
+  state = settings.TrainState(params={"w": 1}, opt_state=(), key=None)
+  assert state._fields == ("params", "opt_state", "key")
+  assert state._replace(key=3).key == 3
+
+
+def _parser(**kwargs):
+  p = argparse.ArgumentParser(prog="x")
+  settings.add_filter_args(p, alpha_help="A-HELP", lamb_help="L-HELP",
+                         weight_decay_help="WD-HELP", **kwargs)
+  settings.add_output_args(p, "runs/x")
+  return p
+
+
+def test_add_filter_and_output_args():
+  args = _parser().parse_args([])
+  assert vars(args) == {"alpha": None, "lamb": None, "window_size": None,
+                        "weight_decay": None, "out": "runs/x",
+                        "no_progress": False}
+  assert settings.filter_overrides(args) == {"alpha": None, "lamb": None,
+                                           "window_size": None}
+  args = _parser(seed_help="S-HELP").parse_args(
+      ["--alpha", "0.5", "--lamb", "2", "--window-size", "7",
+       "--weight-decay", "0.1", "--seed", "3", "--out", "o",
+       "--no-progress"])
+  assert vars(args) == {"alpha": 0.5, "lamb": 2.0, "window_size": 7,
+                        "weight_decay": 0.1, "seed": 3, "out": "o",
+                        "no_progress": True}
+  assert settings.filter_overrides(args) == {"alpha": 0.5, "lamb": 2.0,
+                                           "window_size": 7}
+  help_text = " ".join(_parser(seed_help="S-HELP").format_help().split())
+  for text in ("A-HELP", "L-HELP", "WD-HELP", "S-HELP",
+               "Grokfast-MA window (default 100)",
+               "output directory (default runs/x)", "no progress bar"):
+    assert text in help_text
+  # The options come in this order (the subcommands' help lists them so).
+  order = [help_text.index(o) for o in ("--alpha", "--lamb", "--window-size",
+                                        "--weight-decay", "--seed", "--out",
+                                        "--no-progress")]
+  assert order == sorted(order)
+  assert "--seed" not in _parser().format_help()
+
+
+def test_usage_error(capsys):
+  args = argparse.Namespace(command="qm9-compare")
+  assert settings.usage_error(args, ValueError("size must be >= 2"), "qm9") == 2
+  assert capsys.readouterr().err == (
+      "grokfast-jax qm9-compare: error: size must be >= 2\n")
+  assert settings.usage_error(argparse.Namespace(), ValueError("bad"),
+                            "mnist") == 2
+  assert capsys.readouterr().err == "grokfast-jax mnist: error: bad\n"

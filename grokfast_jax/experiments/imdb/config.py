@@ -22,7 +22,9 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-FILTERS = ("none", "ema", "ma")
+from grokfast_jax.experiments import settings
+
+FILTERS = settings.GROKFAST_FILTERS
 VAL_FRACTION = 0.25  # held-out share of the rows, stratified by label
 
 # Published figures (baseline -> Grokfast), on 50-review validation batches.
@@ -44,7 +46,7 @@ README_WEIGHT_DECAY = 10.0  # the README commands' weight decay
 
 
 @dataclasses.dataclass(frozen=True)
-class ImdbConfig:
+class ImdbConfig(settings.FilterSettingsMixin):
   """One training run of the IMDb LSTM experiment.
 
   Attributes:
@@ -93,35 +95,29 @@ class ImdbConfig:
   max_steps: int = 10_000
 
   def __post_init__(self) -> None:
-    """Validates the settings.
+    """Validates the settings: the filter's and AdamW's, all finite
+    (:func:`settings.check_optimizer_settings`), then the clipping, the
+    initialization, the seed, the model and data sizes and the batch.
 
     Raises:
       ValueError: naming the first argument out of its allowed range.
     """
-    if self.filter not in FILTERS:
-      raise ValueError(f"filter must be one of {FILTERS}, got {self.filter!r}")
-    if not 0.0 <= self.alpha < 1.0:
-      raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
-    _check("lamb", self.lamb, 0 <= self.lamb < math.inf, ">= 0 and finite")
-    _check("window_size", self.window_size, self.window_size >= 1, ">= 1")
-    _check("weight_decay", self.weight_decay,
-           0 <= self.weight_decay < math.inf, ">= 0 and finite")
-    _check("lr", self.lr, 0 < self.lr < math.inf, "> 0 and finite")
-    _check("clip_norm", self.clip_norm, 0 < self.clip_norm < math.inf,
-           "> 0 and finite")
-    _check("init_scale", self.init_scale, 0 < self.init_scale < math.inf,
-           "> 0 and finite")
-    _check("seed", self.seed, self.seed >= 0, ">= 0")
+    settings.check_optimizer_settings(self, FILTERS, finite=True)
+    check = settings.check
+    for name in ("clip_norm", "init_scale"):
+      value = getattr(self, name)
+      check(name, value, 0 < value < math.inf, "> 0 and finite")
+    check("seed", self.seed, self.seed >= 0, ">= 0")
     for name in ("vocab_size", "seq_len", "embed_dim", "hidden", "num_layers",
                  "max_steps"):
       value = getattr(self, name)
-      _check(name, value, value >= 1, ">= 1")
-    _check("size", self.size, self.size >= 2,
-           ">= 2 (some training and some validation reviews)")
-    _check("batch_size", self.batch_size,
-           1 <= self.batch_size <= self.n_train,
-           f"in [1, {self.n_train}] (the training reviews of size "
-           f"{self.size})")
+      check(name, value, value >= 1, ">= 1")
+    check("size", self.size, self.size >= 2,
+          ">= 2 (some training and some validation reviews)")
+    check("batch_size", self.batch_size,
+          1 <= self.batch_size <= self.n_train,
+          f"in [1, {self.n_train}] (the training reviews of size "
+          f"{self.size})")
 
   @property
   def n_val(self) -> int:
@@ -148,50 +144,22 @@ class ImdbConfig:
     """Updates run: ``epochs * steps_per_epoch`` (10,005 for 10,000)."""
     return self.epochs * self.steps_per_epoch
 
-  @property
-  def run_name(self) -> str:
-    """A short label: "baseline", "grokfast-ema" or "grokfast-ma"."""
-    return "baseline" if self.filter == "none" else f"grokfast-{self.filter}"
-
-  @property
-  def label(self) -> str:
-    """The settings that tell runs apart, e.g. "alpha 0.98, lamb 2, wd 10"."""
-    knobs = {"none": [],
-             "ema": [f"alpha {self.alpha:g}", f"lamb {self.lamb:g}"],
-             "ma": [f"window {self.window_size}", f"lamb {self.lamb:g}"]}
-    return ", ".join(knobs[self.filter] + [f"wd {self.weight_decay:g}"])
-
   def to_dict(self) -> dict[str, Any]:
     """The settings as a JSON-friendly dict, without the unused filter knobs,
     plus the derived n_train, n_val, steps_per_epoch, epochs and
     total_steps."""
-    d = dataclasses.asdict(self)
-    unused = {"none": ("alpha", "lamb", "window_size"), "ema": ("window_size",),
-              "ma": ("alpha",)}[self.filter]
-    for name in unused:
-      del d[name]
-    d.update(n_train=self.n_train, n_val=self.n_val,
-             steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
-             total_steps=self.total_steps)
-    return d
+    return self.filter_settings_dict(
+        n_train=self.n_train, n_val=self.n_val,
+        steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
+        total_steps=self.total_steps)
 
 
 def paper_config(filter: str = "ema",
                  **overrides: Optional[Any]) -> ImdbConfig:
-  """A config with the paper's settings for `filter`, then `overrides`.
-
-  Overrides set to None are ignored, so parsed command-line options with no
-  value given fall back to the paper's setting for the chosen filter.
-
-  Args:
-    filter: "none", "ema" or "ma".
-    **overrides: any :class:`ImdbConfig` field.
-
-  Returns:
-    The validated config.
-
-  Raises:
-    ValueError: unknown filter or an out-of-range setting.
+  """:data:`PAPER_DEFAULTS` for `filter`, then the `overrides` that are not
+  None, as a validated :class:`ImdbConfig` (see
+  :func:`settings.config_with_defaults`: options not given on the command line
+  keep the paper's setting for the chosen filter).
 
   Example:
     >>> paper_config("none").weight_decay
@@ -200,11 +168,8 @@ def paper_config(filter: str = "ema",
     >>> cfg.lamb, cfg.epochs, cfg.total_steps
     (2.0, 667, 10005)
   """
-  if filter not in FILTERS:
-    raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
-  fields = dict(PAPER_DEFAULTS[filter])
-  fields.update({k: v for k, v in overrides.items() if v is not None})
-  return ImdbConfig(filter=filter, **fields)
+  return settings.config_with_defaults(ImdbConfig, FILTERS, PAPER_DEFAULTS,
+                                     filter, overrides)
 
 
 def is_paper_setting(cfg: ImdbConfig) -> bool:
@@ -214,8 +179,3 @@ def is_paper_setting(cfg: ImdbConfig) -> bool:
     return False
   mine, paper = cfg.to_dict(), paper_config(cfg.filter).to_dict()
   return all(mine[k] == paper[k] for k in mine if k != "seed")
-
-
-def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
-  if not ok:
-    raise ValueError(f"{name} must be {allowed}, got {value}")

@@ -36,7 +36,7 @@ import functools
 import statistics
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +44,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-import grokfast_jax as gj
 from grokfast_jax.experiments import common
+from grokfast_jax.experiments import settings
 from grokfast_jax.experiments.imdb import config as config_lib
 from grokfast_jax.experiments.imdb import data as data_lib
 from grokfast_jax.experiments.imdb.model import LSTMClassifier
@@ -62,18 +62,7 @@ LOSS_NOTE = ("binary cross-entropy from the logit (optax "
              "sigmoid up to torch's clamp of log at -100")
 
 
-class TrainState(NamedTuple):
-  """What the jitted epoch carries (and donates).
-
-  Attributes:
-    params: the model's `nnx.Param` state.
-    opt_state: the optimizer state.
-    key: PRNG key for the epoch shuffles.
-  """
-
-  params: nnx.State
-  opt_state: optax.OptState
-  key: jax.Array
+TrainState = settings.TrainState
 
 
 def make_optimizer(cfg: config_lib.ImdbConfig) -> optax.GradientTransformation:
@@ -116,10 +105,10 @@ def build_optimizer(filter: str, window_size: int, *, lr, weight_decay,
     The chained optimizer.
   """
   parts = [optax.clip_by_global_norm(clip_norm)]
-  if filter == "ema":
-    parts.append(gj.grokfast_ema(alpha=alpha, lamb=lamb))
-  elif filter == "ma":
-    parts.append(gj.grokfast_ma(window_size=window_size, lamb=lamb))
+  grokfast = settings.grokfast_filter(filter, alpha=alpha, lamb=lamb,
+                                    window_size=window_size)
+  if grokfast is not None:
+    parts.append(grokfast)
   parts.append(optax.adamw(lr, weight_decay=weight_decay))
   return optax.chain(*parts)
 
@@ -480,16 +469,11 @@ def _add_common_args(p: argparse.ArgumentParser, *, out: str,
   p.add_argument("--stopwords", default=None, metavar="PATH",
                  help="stop-word file, one word per line (default: the "
                  "packaged 179-word NLTK English list)")
-  p.add_argument("--alpha", type=float, default=None,
-                 help="Grokfast-EMA momentum (default 0.98)")
-  p.add_argument("--lamb", type=float, default=None,
-                 help="Grokfast amplification (default 2.0 for ema, 5.0 "
-                 "for ma)")
-  p.add_argument("--window-size", type=int, default=None,
-                 help="Grokfast-MA window (default 100)")
-  p.add_argument("--weight-decay", type=float, default=None, help=wd_help)
-  p.add_argument("--seed", type=int, default=None,
-                 help="seeds the split, init and shuffles (default 0)")
+  settings.add_filter_args(
+      p, alpha_help="Grokfast-EMA momentum (default 0.98)",
+      lamb_help="Grokfast amplification (default 2.0 for ema, 5.0 for ma)",
+      weight_decay_help=wd_help,
+      seed_help="seeds the split, init and shuffles (default 0)")
   p.add_argument("--max-steps", type=int, default=None,
                  help="updates (default 10000), rounded UP to whole epochs: "
                  "10000 runs 667 epochs of 15 = 10005 updates")
@@ -503,18 +487,12 @@ def _add_common_args(p: argparse.ArgumentParser, *, out: str,
                  help="LSTM hidden width (default 256, the reference's)")
   p.add_argument("--batch-size", type=int, default=None,
                  help="minibatch size (default 50, the reference's)")
-  p.add_argument("--out", default=out, metavar="DIR",
-                 help=f"output directory (default {out})")
-  p.add_argument("--no-progress", action="store_true",
-                 help="no progress bar")
+  settings.add_output_args(p, out)
 
 
 def _config(args: argparse.Namespace, filter: str,
             weight_decay: Optional[float]) -> config_lib.ImdbConfig:
-  knobs = {}
-  if filter != "none":
-    knobs = dict(alpha=args.alpha, lamb=args.lamb,
-                 window_size=args.window_size)
+  knobs = settings.filter_overrides(args) if filter != "none" else {}
   return config_lib.paper_config(
       filter, weight_decay=weight_decay, seed=args.seed,
       max_steps=args.max_steps, seq_len=args.seq_len, size=args.size,

@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
-FILTERS = ("none", "ema", "ma")
+from grokfast_jax.experiments import settings
+
+FILTERS = settings.GROKFAST_FILTERS
 THRESHOLD = 0.95  # test accuracy whose first crossing is reported
 # Every test accuracy whose first crossing is reported. On real MNIST with
 # 1,000 training images this MLP's best test accuracy is near 0.90, so 95% is
@@ -34,7 +36,7 @@ PAPER_DEFAULTS: dict[str, dict[str, float]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class MnistConfig:
+class MnistConfig(settings.FilterSettingsMixin):
   """One training run of the MNIST large-initialization experiment.
 
   Attributes:
@@ -71,79 +73,44 @@ class MnistConfig:
   eval_every: int = 100
 
   def __post_init__(self) -> None:
-    """Validates the settings.
+    """Validates the settings: the filter's and AdamW's
+    (:func:`settings.check_optimizer_settings`), then the initialization, the
+    layer widths, the training subset and the step counts.
 
     Raises:
       ValueError: naming the first argument out of its allowed range.
     """
-    if self.filter not in FILTERS:
-      raise ValueError(f"filter must be one of {FILTERS}, got {self.filter!r}")
-    if not 0.0 <= self.alpha < 1.0:
-      raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
-    _check("lamb", self.lamb, self.lamb >= 0, ">= 0")
-    _check("window_size", self.window_size, self.window_size >= 1, ">= 1")
-    _check("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
-    _check("lr", self.lr, self.lr > 0, "> 0")
-    _check("init_scale", self.init_scale, self.init_scale > 0, "> 0")
+    settings.check_optimizer_settings(self, FILTERS)
+    check = settings.check
+    check("init_scale", self.init_scale, self.init_scale > 0, "> 0")
     if not self.hidden or any(int(h) < 1 for h in self.hidden):
       raise ValueError(
           f"hidden must be non-empty widths >= 1, got {self.hidden}")
-    _check("train_size", self.train_size, self.train_size >= 1, ">= 1")
-    _check("batch_size", self.batch_size,
-           1 <= self.batch_size <= self.train_size, "in [1, train_size]")
+    check("train_size", self.train_size, self.train_size >= 1, ">= 1")
+    check("batch_size", self.batch_size,
+          1 <= self.batch_size <= self.train_size, "in [1, train_size]")
     spe = self.steps_per_epoch
-    _check("eval_every", self.eval_every,
-           self.eval_every >= 1 and self.eval_every % spe == 0,
-           f"a positive multiple of the steps per epoch ({spe})")
-    _check("max_steps", self.max_steps,
-           self.max_steps >= 1 and self.max_steps % spe == 0,
-           f"a positive multiple of the steps per epoch ({spe})")
+    for name in ("eval_every", "max_steps"):
+      value = getattr(self, name)
+      check(name, value, value >= 1 and value % spe == 0,
+            f"a positive multiple of the steps per epoch ({spe})")
 
   @property
   def steps_per_epoch(self) -> int:
     """Optimization steps in one epoch (full batches only)."""
     return self.train_size // self.batch_size
 
-  @property
-  def run_name(self) -> str:
-    """A short label: "baseline", "grokfast-ema" or "grokfast-ma"."""
-    return "baseline" if self.filter == "none" else f"grokfast-{self.filter}"
-
-  @property
-  def label(self) -> str:
-    """The settings that tell runs apart, e.g. "alpha 0.8, lamb 0.1, wd 2"."""
-    knobs = {"none": [],
-             "ema": [f"alpha {self.alpha:g}", f"lamb {self.lamb:g}"],
-             "ma": [f"window {self.window_size}", f"lamb {self.lamb:g}"]}
-    return ", ".join(knobs[self.filter] + [f"wd {self.weight_decay:g}"])
-
   def to_dict(self) -> dict[str, Any]:
     """The settings as a JSON-friendly dict, without the unused filter knobs."""
-    d = dataclasses.asdict(self)
-    d["hidden"] = list(self.hidden)
-    unused = {"none": ("alpha", "lamb", "window_size"), "ema": ("window_size",),
-              "ma": ("alpha",)}[self.filter]
-    for name in unused:
-      del d[name]
-    return d
+    return self.filter_settings_dict(hidden=list(self.hidden))
 
 
 def paper_config(filter: str = "ema",
                  **overrides: Optional[Any]) -> MnistConfig:
-  """A config with the paper's settings for `filter`, then `overrides`.
-
-  Overrides set to None are ignored, so parsed command-line options with no
-  value given fall back to the paper's setting for the chosen filter.
-
-  Args:
-    filter: "none", "ema" or "ma".
-    **overrides: any :class:`MnistConfig` field.
-
-  Returns:
-    The validated config.
-
-  Raises:
-    ValueError: unknown filter or an out-of-range setting.
+  """:data:`PAPER_DEFAULTS` for `filter`, then the `overrides` that are not
+  None, as a validated :class:`MnistConfig` (see
+  :func:`settings.config_with_defaults`: options not given on the command line
+  keep the paper's setting for the chosen filter).
 
   Example:
     >>> paper_config("none").weight_decay
@@ -151,11 +118,8 @@ def paper_config(filter: str = "ema",
     >>> paper_config("ema", lamb=None, max_steps=500).lamb
     0.1
   """
-  if filter not in FILTERS:
-    raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
-  fields = dict(PAPER_DEFAULTS[filter])
-  fields.update({k: v for k, v in overrides.items() if v is not None})
-  return MnistConfig(filter=filter, **fields)
+  return settings.config_with_defaults(MnistConfig, FILTERS, PAPER_DEFAULTS,
+                                     filter, overrides)
 
 
 def is_paper_setting(cfg: MnistConfig) -> bool:
@@ -164,8 +128,3 @@ def is_paper_setting(cfg: MnistConfig) -> bool:
   free = ("seed", "max_steps", "eval_every")
   mine, paper = cfg.to_dict(), paper_config(cfg.filter).to_dict()
   return all(mine[k] == paper[k] for k in mine if k not in free)
-
-
-def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
-  if not ok:
-    raise ValueError(f"{name} must be {allowed}, got {value}")

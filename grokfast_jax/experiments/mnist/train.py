@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +29,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-import grokfast_jax as gj
 from grokfast_jax.experiments import common
+from grokfast_jax.experiments import settings
 from grokfast_jax.experiments.mnist import config as config_lib
 from grokfast_jax.experiments.mnist import data as data_lib
 from grokfast_jax.experiments.mnist.model import MLP
@@ -39,49 +38,15 @@ from grokfast_jax.experiments.mnist.model import MLP
 NUM_CLASSES = 10
 
 
-class TrainState(NamedTuple):
-  """What the jitted training chunk carries (and donates).
-
-  Attributes:
-    params: the model's `nnx.Param` state.
-    opt_state: the optimizer state.
-    key: PRNG key for the epoch shuffles.
-  """
-
-  params: nnx.State
-  opt_state: optax.OptState
-  key: jax.Array
+TrainState = settings.TrainState
 
 
 def make_optimizer(cfg: config_lib.MnistConfig) -> optax.GradientTransformation:
-  """AdamW, behind the Grokfast filter the config names (if any).
-
-  Equal settings return the same (stateless) object, so that runs with equal
-  settings share the compiled training function.
-
-  Args:
-    cfg: the run's settings.
-
-  Returns:
-    ``adamw`` for "none", else ``chain(grokfast_<filter>, adamw)``.
-  """
-  knobs = {"none": (), "ema": (cfg.alpha, cfg.lamb),
-           "ma": (cfg.window_size, cfg.lamb)}[cfg.filter]
-  return _optimizer(cfg.filter, knobs, cfg.lr, cfg.weight_decay)
-
-
-@functools.lru_cache(maxsize=32)
-def _optimizer(filter: str, knobs: tuple, lr: float,
-               weight_decay: float) -> optax.GradientTransformation:
-  adamw = optax.adamw(lr, weight_decay=weight_decay)
-  if filter == "ema":
-    alpha, lamb = knobs
-    return optax.chain(gj.grokfast_ema(alpha=alpha, lamb=lamb), adamw)
-  if filter == "ma":
-    window_size, lamb = knobs
-    return optax.chain(
-        gj.grokfast_ma(window_size=window_size, lamb=lamb), adamw)
-  return adamw
+  """AdamW, behind the Grokfast filter the config names (if any):
+  :func:`settings.filtered_adamw` of its settings, so equal settings share one
+  (stateless) object and with it the compiled training function."""
+  return settings.filtered_adamw(cfg.filter, settings.filter_knobs(cfg), cfg.lr,
+                               cfg.weight_decay)
 
 
 def mse_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -403,15 +368,12 @@ def _add_common_args(p: argparse.ArgumentParser, *, filters, default_filter,
                  "default: sklearn's 8x8 digits (offline stand-in, NOT MNIST)")
   p.add_argument("--filter", choices=filters, default=default_filter,
                  help=f"gradient filter (default {default_filter})")
-  p.add_argument("--alpha", type=float, default=None,
-                 help="Grokfast-EMA momentum (paper: 0.8)")
-  p.add_argument("--lamb", type=float, default=None,
-                 help="Grokfast amplification (default 0.1 for ema, the "
-                 "paper's; 5.0 for ma)")
-  p.add_argument("--window-size", type=int, default=None,
-                 help="Grokfast-MA window (default 100)")
-  p.add_argument("--weight-decay", type=float, default=None,
-                 help="AdamW weight decay (paper: 0.01 baseline, 2.0 Grokfast)")
+  settings.add_filter_args(
+      p, alpha_help="Grokfast-EMA momentum (paper: 0.8)",
+      lamb_help="Grokfast amplification (default 0.1 for ema, the paper's; "
+      "5.0 for ma)",
+      weight_decay_help="AdamW weight decay (paper: 0.01 baseline, 2.0 "
+      "Grokfast)")
   p.add_argument("--lr", type=float, default=None, help="AdamW lr (1e-3)")
   p.add_argument("--init-scale", type=float, default=None,
                  help="factor on the initial weights (8)")
@@ -428,10 +390,7 @@ def _add_common_args(p: argparse.ArgumentParser, *, filters, default_filter,
                  "the steps per epoch")
   p.add_argument("--stop-at-threshold", action="store_true",
                  help="stop a run once it reaches 95%% test accuracy")
-  p.add_argument("--out", default=out, metavar="DIR",
-                 help=f"output directory (default {out})")
-  p.add_argument("--no-progress", action="store_true",
-                 help="no progress bar")
+  settings.add_output_args(p, out)
 
 
 def _config_from_args(args: argparse.Namespace, filter: str,
@@ -464,13 +423,6 @@ def _run_and_save(cfg, dataset, out_dir: Path, args,
   return results
 
 
-def _usage_error(args: argparse.Namespace, error: ValueError) -> int:
-  """Reports bad settings or data as a one-line CLI error; returns status 2."""
-  command = getattr(args, "command", None) or "mnist"
-  print(f"grokfast-jax {command}: error: {error}", file=sys.stderr)
-  return 2
-
-
 def run_single(args: argparse.Namespace) -> int:
   """``grokfast-jax mnist``: one run; writes OUT/results.json and curves.png."""
   try:
@@ -478,7 +430,7 @@ def run_single(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args, args.filter, args.weight_decay)
     data_lib.check_train_size(dataset, cfg.train_size)
   except ValueError as e:
-    return _usage_error(args, e)
+    return settings.usage_error(args, e, "mnist")
   _print_dataset(dataset)
   out = Path(args.out)
   results = _run_and_save(cfg, dataset, out, args)
@@ -508,7 +460,7 @@ def run_compare(args: argparse.Namespace) -> int:
         eval_every=args.eval_every)
     data_lib.check_train_size(dataset, grok_cfg.train_size)
   except ValueError as e:
-    return _usage_error(args, e)
+    return settings.usage_error(args, e, "mnist")
   _print_dataset(dataset)
   out = Path(args.out)
   plan = [("baseline", base_cfg)]

@@ -20,7 +20,9 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-FILTERS = ("none", "ema", "ma")
+from grokfast_jax.experiments import settings
+
+FILTERS = settings.GROKFAST_FILTERS
 # Lowest validation MSE the paper reports (which run produced each number is
 # ambiguous; see the module docstring).
 PAPER_LOWEST_VAL_LOSS = {"baseline": 0.00659, "grokfast": 0.00348}
@@ -39,7 +41,7 @@ PAPER_DEFAULTS: dict[str, dict[str, float]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Qm9Config:
+class Qm9Config(settings.FilterSettingsMixin):
   """One training run of the QM9 polarizability experiment.
 
   Attributes:
@@ -79,27 +81,23 @@ class Qm9Config:
   log_every: int = 200
 
   def __post_init__(self) -> None:
-    """Validates the settings.
+    """Validates the settings: the filter's and AdamW's
+    (:func:`settings.check_optimizer_settings`), then the initialization, the
+    molecules, the batch and the epoch counts.
 
     Raises:
       ValueError: naming the first argument out of its allowed range.
     """
-    if self.filter not in FILTERS:
-      raise ValueError(f"filter must be one of {FILTERS}, got {self.filter!r}")
-    if not 0.0 <= self.alpha < 1.0:
-      raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
-    _check("lamb", self.lamb, self.lamb >= 0, ">= 0")
-    _check("window_size", self.window_size, self.window_size >= 1, ">= 1")
-    _check("weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0")
-    _check("lr", self.lr, self.lr > 0, "> 0")
-    _check("init_scale", self.init_scale, self.init_scale > 0, "> 0")
-    _check("size", self.size, self.size >= 2, ">= 2")
-    _check("batch_size", self.batch_size,
-           1 <= self.batch_size <= self.n_train,
-           f"in [1, {self.n_train}] (the training molecules, size // 2)")
-    _check("epochs", self.epochs, self.epochs >= 1, ">= 1")
-    _check("chunk_epochs", self.chunk_epochs, self.chunk_epochs >= 1, ">= 1")
-    _check("log_every", self.log_every, self.log_every >= 1, ">= 1")
+    settings.check_optimizer_settings(self, FILTERS)
+    check = settings.check
+    check("init_scale", self.init_scale, self.init_scale > 0, "> 0")
+    check("size", self.size, self.size >= 2, ">= 2")
+    check("batch_size", self.batch_size,
+          1 <= self.batch_size <= self.n_train,
+          f"in [1, {self.n_train}] (the training molecules, size // 2)")
+    for name in ("epochs", "chunk_epochs", "log_every"):
+      value = getattr(self, name)
+      check(name, value, value >= 1, ">= 1")
 
   @property
   def n_train(self) -> int:
@@ -128,26 +126,12 @@ class Qm9Config:
       return f"grokfast-{self.filter}"
     return "baseline" if self.weight_decay == 0 else "weight-decay"
 
-  @property
-  def label(self) -> str:
-    """The settings that tell runs apart, e.g. "alpha 0.9, lamb 1, wd 0.01"."""
-    knobs = {"none": [],
-             "ema": [f"alpha {self.alpha:g}", f"lamb {self.lamb:g}"],
-             "ma": [f"window {self.window_size}", f"lamb {self.lamb:g}"]}
-    return ", ".join(knobs[self.filter] + [f"wd {self.weight_decay:g}"])
-
   def to_dict(self) -> dict[str, Any]:
     """The settings as a JSON-friendly dict, without the unused filter knobs,
     plus the derived counts (train / test molecules, updates)."""
-    d = dataclasses.asdict(self)
-    unused = {"none": ("alpha", "lamb", "window_size"), "ema": ("window_size",),
-              "ma": ("alpha",)}[self.filter]
-    for name in unused:
-      del d[name]
-    d.update(n_train=self.n_train, n_test=self.n_test,
-             updates_per_epoch=self.updates_per_epoch,
-             max_steps=self.max_steps)
-    return d
+    return self.filter_settings_dict(
+        n_train=self.n_train, n_test=self.n_test,
+        updates_per_epoch=self.updates_per_epoch, max_steps=self.max_steps)
 
 
 def epochs_from_steps(max_steps: int, updates_per_epoch: int) -> int:
@@ -167,26 +151,16 @@ def epochs_from_steps(max_steps: int, updates_per_epoch: int) -> int:
     >>> epochs_from_steps(100_000, 2), epochs_from_steps(5, 2)
     (50000, 3)
   """
-  _check("max_steps", max_steps, max_steps >= 1, ">= 1")
+  settings.check("max_steps", max_steps, max_steps >= 1, ">= 1")
   return math.ceil(max_steps / updates_per_epoch)
 
 
 def paper_config(filter: str = "ema",
                  **overrides: Optional[Any]) -> Qm9Config:
-  """A config with the paper's settings for `filter`, then `overrides`.
-
-  Overrides set to None are ignored, so parsed command-line options with no
-  value given fall back to the paper's setting for the chosen filter.
-
-  Args:
-    filter: "none", "ema" or "ma".
-    **overrides: any :class:`Qm9Config` field.
-
-  Returns:
-    The validated config.
-
-  Raises:
-    ValueError: unknown filter or an out-of-range setting.
+  """:data:`PAPER_DEFAULTS` for `filter`, then the `overrides` that are not
+  None, as a validated :class:`Qm9Config` (see
+  :func:`settings.config_with_defaults`: options not given on the command line
+  keep the paper's setting for the chosen filter).
 
   Example:
     >>> paper_config("none").weight_decay
@@ -194,13 +168,5 @@ def paper_config(filter: str = "ema",
     >>> paper_config("ema", lamb=None, epochs=10).lamb
     1.0
   """
-  if filter not in FILTERS:
-    raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
-  fields = dict(PAPER_DEFAULTS[filter])
-  fields.update({k: v for k, v in overrides.items() if v is not None})
-  return Qm9Config(filter=filter, **fields)
-
-
-def _check(name: str, value: Any, ok: bool, allowed: str) -> None:
-  if not ok:
-    raise ValueError(f"{name} must be {allowed}, got {value}")
+  return settings.config_with_defaults(Qm9Config, FILTERS, PAPER_DEFAULTS,
+                                     filter, overrides)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Sequence
@@ -37,8 +36,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-import grokfast_jax as gj
 from grokfast_jax.experiments import common
+from grokfast_jax.experiments import settings
 from grokfast_jax.experiments.qm9 import config as config_lib
 from grokfast_jax.experiments.qm9 import data as data_lib
 from grokfast_jax.experiments.qm9.model import (GraphBatch, Qm9Net,
@@ -49,18 +48,7 @@ EXPERIMENT = "qm9-polarizability"
 LOSSES_FILE = "losses.npz"
 
 
-class TrainState(NamedTuple):
-  """What the jitted training chunk carries (and donates).
-
-  Attributes:
-    params: the model's `nnx.Param` state.
-    opt_state: the optimizer state.
-    key: PRNG key for the epoch shuffles.
-  """
-
-  params: nnx.State
-  opt_state: optax.OptState
-  key: jax.Array
+TrainState = settings.TrainState
 
 
 class Run(NamedTuple):
@@ -78,34 +66,11 @@ class Run(NamedTuple):
 
 
 def make_optimizer(cfg: config_lib.Qm9Config) -> optax.GradientTransformation:
-  """AdamW, behind the Grokfast filter the config names (if any).
-
-  Equal settings return the same (stateless) object, so that runs with equal
-  settings share the compiled training function.
-
-  Args:
-    cfg: the run's settings.
-
-  Returns:
-    ``adamw`` for "none", else ``chain(grokfast_<filter>, adamw)``.
-  """
-  knobs = {"none": (), "ema": (cfg.alpha, cfg.lamb),
-           "ma": (cfg.window_size, cfg.lamb)}[cfg.filter]
-  return _optimizer(cfg.filter, knobs, cfg.lr, cfg.weight_decay)
-
-
-@functools.lru_cache(maxsize=32)
-def _optimizer(filter: str, knobs: tuple, lr: float,
-               weight_decay: float) -> optax.GradientTransformation:
-  adamw = optax.adamw(lr, weight_decay=weight_decay)
-  if filter == "ema":
-    alpha, lamb = knobs
-    return optax.chain(gj.grokfast_ema(alpha=alpha, lamb=lamb), adamw)
-  if filter == "ma":
-    window_size, lamb = knobs
-    return optax.chain(
-        gj.grokfast_ma(window_size=window_size, lamb=lamb), adamw)
-  return adamw
+  """AdamW, behind the Grokfast filter the config names (if any):
+  :func:`settings.filtered_adamw` of its settings, so equal settings share one
+  (stateless) object and with it the compiled training function."""
+  return settings.filtered_adamw(cfg.filter, settings.filter_knobs(cfg), cfg.lr,
+                               cfg.weight_decay)
 
 
 def batch_buffers(train_mols: Sequence[data_lib.Molecule],
@@ -493,18 +458,13 @@ def _add_common_args(p: argparse.ArgumentParser, *, filters, out) -> None:
                  "uncharacterized (e.g. qm9_first138.csv)")
   p.add_argument("--filter", choices=filters, default="ema",
                  help="gradient filter (default ema)")
-  p.add_argument("--alpha", type=float, default=None,
-                 help="Grokfast-EMA momentum (README: 0.9)")
-  p.add_argument("--lamb", type=float, default=None,
-                 help="Grokfast amplification (default 1.0 for ema, the "
-                 "README's; 5.0 for ma)")
-  p.add_argument("--window-size", type=int, default=None,
-                 help="Grokfast-MA window (default 100)")
-  p.add_argument("--weight-decay", type=float, default=None,
-                 help="AdamW weight decay (default 0 with no filter, the "
-                 "script's; 0.01 with a filter, the README's)")
-  p.add_argument("--seed", type=int, default=None,
-                 help="seeds the split, init and shuffles (0)")
+  settings.add_filter_args(
+      p, alpha_help="Grokfast-EMA momentum (README: 0.9)",
+      lamb_help="Grokfast amplification (default 1.0 for ema, the README's; "
+      "5.0 for ma)",
+      weight_decay_help="AdamW weight decay (default 0 with no filter, the "
+      "script's; 0.01 with a filter, the README's)",
+      seed_help="seeds the split, init and shuffles (0)")
   length = p.add_mutually_exclusive_group()
   length.add_argument("--epochs", type=int, default=None,
                       help="training epochs (50000; 2 updates each)")
@@ -523,18 +483,14 @@ def _add_common_args(p: argparse.ArgumentParser, *, filters, out) -> None:
                  "the lowest val MSE is taken over every epoch regardless")
   p.add_argument("--chunk-epochs", type=int, default=None,
                  help="epochs per jitted call (500)")
-  p.add_argument("--out", default=out, metavar="DIR",
-                 help=f"output directory (default {out})")
-  p.add_argument("--no-progress", action="store_true",
-                 help="no progress bar")
+  settings.add_output_args(p, out)
 
 
 def _config_from_args(args: argparse.Namespace, filter: str,
                       weight_decay: Optional[float],
                       grokfast: bool = True) -> config_lib.Qm9Config:
   """The config for one run; `grokfast` False leaves out the filter knobs."""
-  knobs = dict(alpha=args.alpha, lamb=args.lamb,
-               window_size=args.window_size) if grokfast else {}
+  knobs = settings.filter_overrides(args) if grokfast else {}
   cfg = config_lib.paper_config(
       filter, weight_decay=weight_decay, seed=args.seed, size=args.size,
       batch_size=args.batch_size, epochs=args.epochs,
@@ -561,13 +517,6 @@ def _print_setup(args: argparse.Namespace, cfg: config_lib.Qm9Config,
           f"{cfg.updates_per_epoch} updates ({cfg.max_steps:,} updates)")
 
 
-def _usage_error(args: argparse.Namespace, error: ValueError) -> int:
-  """Reports bad settings or data as a one-line CLI error; returns status 2."""
-  command = getattr(args, "command", None) or "qm9"
-  print(f"grokfast-jax {command}: error: {error}", file=sys.stderr)
-  return 2
-
-
 def _title(run_name: str, cfg: config_lib.Qm9Config) -> str:
   return (f"QM9 polarizability: {run_name} ({cfg.label})\n"
           f"{cfg.n_train} train / {cfg.n_test} test molecules, seed {cfg.seed}")
@@ -581,7 +530,7 @@ def run_single(args: argparse.Namespace) -> int:
                             grokfast=args.filter != "none")
     molecules, source = _load(args, cfg.size)
   except ValueError as e:
-    return _usage_error(args, e)
+    return settings.usage_error(args, e, "qm9")
   _print_setup(args, cfg, source)
   out = Path(args.out)
   run = train(cfg, molecules, progress=not args.no_progress,
@@ -610,7 +559,7 @@ def run_compare(args: argparse.Namespace) -> int:
     wd_cfg = _config_from_args(args, "none", wd, grokfast=False)
     molecules, source = _load(args, grok_cfg.size)
   except ValueError as e:
-    return _usage_error(args, e)
+    return settings.usage_error(args, e, "qm9")
   _print_setup(args, grok_cfg, source)
   out = Path(args.out)
   plan = [("baseline", base_cfg), ("weight-decay", wd_cfg),
