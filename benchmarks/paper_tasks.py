@@ -115,6 +115,56 @@ def run_seed(task: str, seed: int, args: argparse.Namespace) -> Path:
   return out
 
 
+# task -> the figures whose median over seeds the summary shows: (key in a
+# run's results, label, format); a key "a.b" reads results["a"]["b"], and a
+# missing value (a mark never reached) counts as +infinity.
+MEDIANS = {
+    "mnist": (("steps_to_val_acc.0.85", "updates to 85%", "{:,.0f}"),
+              ("steps_to_val_acc.0.9", "updates to 90%", "{:,.0f}"),
+              ("steps_to_val_acc.0.95", "updates to 95%", "{:,.0f}"),
+              ("best_val_acc", "best test acc", "{:.4f}"),
+              ("total_seconds", "seconds", "{:.0f}")),
+    "imdb": (("best_val_acc", "best val acc", "{:.3f}"),
+             ("min_val_loss", "lowest val loss", "{:.3f}"),
+             ("total_seconds", "seconds", "{:.0f}")),
+    "qm9": (("min_val_loss", "lowest val MSE", "{:.4g}"),
+            ("total_seconds", "seconds", "{:.0f}")),
+}
+
+
+def _value(res: dict[str, Any], key: str) -> float:
+  head, _, rest = key.partition(".")
+  value = res.get(head) if not rest else (res.get(head) or {}).get(rest)
+  return float("inf") if value is None else float(value)
+
+
+def _median(values: list[float]) -> float:
+  v = sorted(values)
+  mid = len(v) // 2
+  return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2.0
+
+
+def summary(out_dir: Path, task: str) -> str:
+  """The median over the finished seeds of each run's figures, as markdown."""
+  runs: dict[str, list[dict[str, Any]]] = {r: [] for r in RUNS}
+  for path in sorted((out_dir / task).glob("seed*/results.json")):
+    for run, res in json.loads(path.read_text())["runs"].items():
+      runs.setdefault(run, []).append(res)
+  figures = MEDIANS[task]
+  lines = ["| run (median of seeds) | seeds | "
+           + " | ".join(label for _, label, _ in figures) + " |",
+           "|" + "---|" * (len(figures) + 2)]
+  for run, results in runs.items():
+    if not results:
+      continue
+    cells = []
+    for key, _, fmt in figures:
+      m = _median([_value(r, key) for r in results])
+      cells.append("never" if m == float("inf") else fmt.format(m))
+    lines.append(f"| {run} | {len(results)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def report(out_dir: Path, tasks: list[str]) -> str:
   """The markdown tables of every finished seed, one per task."""
   lines = []
@@ -140,7 +190,7 @@ def report(out_dir: Path, tasks: list[str]) -> str:
                     "|" + "---|" * len(header)]
         lines.append(f"| {seed_dir.name[4:]} | {run} | {res['label']} | "
                      + " | ".join(row.values()) + " |")
-    lines.append("")
+    lines += ["", summary(out_dir, task), ""]
   return "\n".join(lines)
 
 

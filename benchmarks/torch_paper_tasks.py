@@ -1281,77 +1281,58 @@ def _common_args(p: argparse.ArgumentParser, data_help: str) -> None:
                  help="torch.set_num_threads (default: PyTorch's own)")
 
 
+def _task_parsers(sub, name: str, what: str, data_help: str, run, parity,
+                  parity_updates: int):
+  """Adds the `name` (runs) and `name`-parity subcommands and returns both
+  parsers, for the task's own options."""
+  p = sub.add_parser(name, help=what)
+  _common_args(p, data_help)
+  p.add_argument("--seeds", type=_seeds, default=[0])
+  p.add_argument("--runs", type=_runs, default=list(RUNS))
+  p.add_argument("--out", default="runs/torch_paper_tasks")
+  p.add_argument("--force", action="store_true",
+                 help="run again even where a result file exists")
+  p.add_argument("--verbose", action="store_true")
+  p.set_defaults(func=run)
+  q = sub.add_parser(f"{name}-parity",
+                     help=f"JAX vs PyTorch {what.split()[0]} from equal "
+                     "parameters")
+  _common_args(q, data_help)
+  q.add_argument("--run", choices=RUNS, default="grokfast-ema")
+  q.add_argument("--seed", type=int, default=0)
+  q.add_argument("--updates", type=int, default=parity_updates)
+  q.set_defaults(func=parity)
+  return p, q
+
+
 def build_parser() -> argparse.ArgumentParser:
   """The command line: one subcommand per task and per parity check."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
 
-  p = sub.add_parser("mnist", help="MNIST runs (1,000 images, init x 8)")
-  _common_args(p, f"MNIST folder (default {DATA / 'mnist'})")
-  p.add_argument("--seeds", type=_seeds, default=[0])
-  p.add_argument("--runs", type=_runs, default=list(RUNS))
+  p, _ = _task_parsers(sub, "mnist", "MNIST runs (1,000 images, init x 8)",
+                       f"MNIST folder (default {DATA / 'mnist'})", run_mnist,
+                       mnist_parity, 20)
   p.add_argument("--steps", type=int, default=100_000)
   p.add_argument("--eval-every", type=int, default=100)
-  p.add_argument("--out", default="runs/torch_paper_tasks")
-  p.add_argument("--force", action="store_true",
-                 help="run again even where a result file exists")
-  p.add_argument("--verbose", action="store_true")
-  p.set_defaults(func=run_mnist)
-
-  p = sub.add_parser("mnist-parity",
-                     help="JAX vs PyTorch MNIST from equal parameters")
-  _common_args(p, f"MNIST folder (default {DATA / 'mnist'})")
-  p.add_argument("--run", choices=RUNS, default="grokfast-ema")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--updates", type=int, default=20)
-  p.set_defaults(func=mnist_parity)
 
   qm9_csv = DATA / "qm9" / "qm9_first138.csv"
-  p = sub.add_parser("qm9", help="QM9 runs (100 molecules, init x 3)")
-  _common_args(p, f"QM9 CSV (default {qm9_csv})")
-  p.add_argument("--seeds", type=_seeds, default=[0])
-  p.add_argument("--runs", type=_runs, default=list(RUNS))
+  p, _ = _task_parsers(sub, "qm9", "QM9 runs (100 molecules, init x 3)",
+                       f"QM9 CSV (default {qm9_csv})", run_qm9, qm9_parity, 20)
   p.add_argument("--epochs", type=int, default=50_000)
   p.add_argument("--log-every", type=int, default=200,
                  help="history entry every this many epochs (the full "
                  "curves go to <run>.npz)")
-  p.add_argument("--out", default="runs/torch_paper_tasks")
-  p.add_argument("--force", action="store_true",
-                 help="run again even where a result file exists")
-  p.add_argument("--verbose", action="store_true")
-  p.set_defaults(func=run_qm9)
-
-  p = sub.add_parser("qm9-parity",
-                     help="JAX vs PyTorch QM9 from equal parameters")
-  _common_args(p, f"QM9 CSV (default {qm9_csv})")
-  p.add_argument("--run", choices=RUNS, default="grokfast-ema")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--updates", type=int, default=20)
-  p.set_defaults(func=qm9_parity)
 
   imdb_csv = DATA / "imdb" / "IMDB-Dataset.csv"
-  p = sub.add_parser("imdb", help="IMDb runs (750 reviews, LSTM, init x 6)")
-  _common_args(p, f"IMDb CSV (default {imdb_csv})")
-  p.add_argument("--seeds", type=_seeds, default=[0])
-  p.add_argument("--runs", type=_runs, default=list(RUNS))
+  p, q = _task_parsers(sub, "imdb", "IMDb runs (750 reviews, LSTM, init x 6)",
+                       f"IMDb CSV (default {imdb_csv})", run_imdb,
+                       imdb_parity, 10)
   p.add_argument("--steps", type=int, default=10_000,
                  help="updates, rounded up to whole epochs of 15")
   p.add_argument("--seq-len", type=int, default=500,
                  help="tokens per review (the reference's 500)")
-  p.add_argument("--out", default="runs/torch_paper_tasks")
-  p.add_argument("--force", action="store_true",
-                 help="run again even where a result file exists")
-  p.add_argument("--verbose", action="store_true")
-  p.set_defaults(func=run_imdb)
-
-  p = sub.add_parser("imdb-parity",
-                     help="JAX vs PyTorch IMDb from equal parameters")
-  _common_args(p, f"IMDb CSV (default {imdb_csv})")
-  p.add_argument("--run", choices=RUNS, default="grokfast-ema")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--seq-len", type=int, default=50)
-  p.add_argument("--updates", type=int, default=10)
-  p.set_defaults(func=imdb_parity)
+  q.add_argument("--seq-len", type=int, default=50)
   return parser
 
 
