@@ -390,22 +390,40 @@ def describe_mnist(res: dict[str, Any]) -> str:
           "CPU s) / 1k updates |")
 
 
-def run_mnist(args: argparse.Namespace) -> int:
-  """``mnist``: the chosen runs for every seed."""
-  data = load_mnist(Path(args.data or DATA / "mnist"))
+def run_runs(args: argparse.Namespace, task: str,
+             train_one: Callable[[int, str, Path], dict[str, Any]],
+             describe: Callable[[dict[str, Any]], str],
+             suffix: str = "") -> int:
+  """Runs ``args.runs`` for every seed in ``args.seeds``, resumably.
+
+  A run whose ``OUT/<task>/seed<k>/<run><suffix>.json`` exists is read back
+  instead of trained (unless ``--force``); otherwise ``train_one(seed, name,
+  path)`` trains it and returns its results, saved to that file. Each run's
+  line is printed.
+  """
   for seed in args.seeds:
     for name in args.runs:
-      path = Path(args.out) / "mnist" / f"seed{seed}" / f"{name}.json"
+      path = Path(args.out) / task / f"seed{seed}" / f"{name}{suffix}.json"
       if path.is_file() and not args.force:
         res = json.loads(path.read_text())
         print(f"(done already: {path})")
       else:
-        cfg = MnistSettings(MNIST_RUNS[name], seed=seed, steps=args.steps,
-                            eval_every=args.eval_every)
-        res = train_mnist(cfg, data, name=name, verbose=args.verbose)
+        res = train_one(seed, name, path)
         save_json(path, res)
-      print(f"seed {seed} " + describe_mnist(res), flush=True)
+      print(f"seed {seed} " + describe(res), flush=True)
   return 0
+
+
+def run_mnist(args: argparse.Namespace) -> int:
+  """``mnist``: the chosen runs for every seed."""
+  data = load_mnist(Path(args.data or DATA / "mnist"))
+
+  def train_one(seed: int, name: str, path: Path) -> dict[str, Any]:
+    cfg = MnistSettings(MNIST_RUNS[name], seed=seed, steps=args.steps,
+                        eval_every=args.eval_every)
+    return train_mnist(cfg, data, name=name, verbose=args.verbose)
+
+  return run_runs(args, "mnist", train_one, describe_mnist)
 
 
 def mnist_parity(args: argparse.Namespace) -> int:
@@ -803,24 +821,21 @@ def describe_qm9(res: dict[str, Any]) -> str:
 
 
 def run_qm9(args: argparse.Namespace) -> int:
-  """``qm9``: the chosen runs for every seed."""
+  """``qm9``: the chosen runs for every seed (every epoch's curves go to
+  ``<run>.npz`` beside each result)."""
   molecules = load_qm9(Path(args.data or DATA / "qm9" / "qm9_first138.csv"))
-  for seed in args.seeds:
-    for name in args.runs:
-      path = Path(args.out) / "qm9" / f"seed{seed}" / f"{name}.json"
-      if path.is_file() and not args.force:
-        res = json.loads(path.read_text())
-        print(f"(done already: {path})")
-      else:
-        cfg = Qm9Settings(QM9_RUNS[name], seed=seed, epochs=args.epochs,
-                          log_every=args.log_every)
-        res, train_curve, val_curve = train_qm9(cfg, molecules, name=name,
-                                                verbose=args.verbose)
-        save_json(path, res)
-        np.savez_compressed(path.with_suffix(".npz"), train_loss=train_curve,
-                            val_loss=val_curve)
-      print(f"seed {seed} " + describe_qm9(res), flush=True)
-  return 0
+
+  def train_one(seed: int, name: str, path: Path) -> dict[str, Any]:
+    cfg = Qm9Settings(QM9_RUNS[name], seed=seed, epochs=args.epochs,
+                      log_every=args.log_every)
+    res, train_curve, val_curve = train_qm9(cfg, molecules, name=name,
+                                            verbose=args.verbose)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path.with_suffix(".npz"), train_loss=train_curve,
+                        val_loss=val_curve)
+    return res
+
+  return run_runs(args, "qm9", train_one, describe_qm9)
 
 
 def qm9_parity(args: argparse.Namespace) -> int:
@@ -835,7 +850,6 @@ def qm9_parity(args: argparse.Namespace) -> int:
   and the parameters; in float32, then both in float64.
   """
   import jax
-  import jax.numpy as jnp
   import optax
   from flax import nnx
 
@@ -1127,24 +1141,20 @@ def describe_imdb(res: dict[str, Any]) -> str:
 
 
 def run_imdb(args: argparse.Namespace) -> int:
-  """``imdb``: the chosen runs for every seed."""
+  """``imdb``: the chosen runs for every seed (the data are tokenized once
+  per seed, when its first run needs them)."""
   csv_path = Path(args.data or DATA / "imdb" / "IMDB-Dataset.csv")
-  for seed in args.seeds:
-    data = None
-    for name in args.runs:
-      path = (Path(args.out) / "imdb" / f"seed{seed}" /
-              f"{name}-seq{args.seq_len}.json")
-      if path.is_file() and not args.force:
-        res = json.loads(path.read_text())
-        print(f"(done already: {path})")
-      else:
-        cfg = ImdbSettings(IMDB_RUNS[name], seed=seed, steps=args.steps,
-                           seq_len=args.seq_len)
-        data = data if data is not None else load_imdb(csv_path, cfg)
-        res = train_imdb(cfg, data, name=name, verbose=args.verbose)
-        save_json(path, res)
-      print(f"seed {seed} " + describe_imdb(res), flush=True)
-  return 0
+  data: dict[int, Any] = {}
+
+  def train_one(seed: int, name: str, path: Path) -> dict[str, Any]:
+    cfg = ImdbSettings(IMDB_RUNS[name], seed=seed, steps=args.steps,
+                       seq_len=args.seq_len)
+    if seed not in data:
+      data[seed] = load_imdb(csv_path, cfg)
+    return train_imdb(cfg, data[seed], name=name, verbose=args.verbose)
+
+  return run_runs(args, "imdb", train_one, describe_imdb,
+                  suffix=f"-seq{args.seq_len}")
 
 
 def imdb_parity(args: argparse.Namespace) -> int:
