@@ -27,12 +27,14 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -64,6 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="also fine-tune the base model without BSA by the same "
                  "protocol (separates BSA from the extra training)")
   p.add_argument("--json", default=None, help="also write raw results here")
+  p.add_argument("--runs", default=None, metavar="FILE.jsonl",
+                 help="append every (dataset, horizon, model, seed) run to "
+                 "this JSON-lines file as it ends, and reuse the runs already "
+                 "there with the same settings (an interrupted table "
+                 "resumes)")
   args = p.parse_args(argv)
   args.models = [m for item in args.models for m in item.split(",") if m]
   unknown = [m for m in args.models if m not in MODELS]
@@ -77,10 +84,25 @@ def _pct(new: float, old: float) -> str:
   return f"{100.0 * (new - old) / old:+.1f}%"
 
 
+def _load_runs(path: Optional[str]) -> dict[str, dict]:
+  """Recorded runs by key (a truncated last line is ignored)."""
+  done = {}
+  if path and os.path.exists(path):
+    with open(path) as fh:
+      for line in fh:
+        try:
+          r = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        done[r["key"]] = r["run"]
+  return done
+
+
 def main(argv=None) -> None:
   args = parse_args(argv)
   t_start = time.perf_counter()
   rows = []
+  done = _load_runs(args.runs)
   for ds in args.datasets:
     values, _, _ = fdata.load_ett_csv(os.path.join(args.data_dir, f"{ds}.csv"))
     for horizon in args.horizons:
@@ -92,8 +114,18 @@ def main(argv=None) -> None:
                                max_epochs=args.max_epochs,
                                patience=args.patience,
                                ft_epochs=args.ft_epochs)
+          key = json.dumps([ds, dataclasses.asdict(cfg), args.control],
+                           sort_keys=True)
+          if key in done:
+            runs.append(done[key])
+            continue
           out = train.run(values, cfg, control=args.control)
           runs.append(out)
+          if args.runs:
+            keep = {k: out[k] for k in ("base", "bsa", "control", "base_val",
+                                        "bsa_val", "seconds") if k in out}
+            with open(args.runs, "a") as fh:
+              fh.write(json.dumps({"key": key, "run": keep}) + "\n")
           print(f"[{time.perf_counter() - t_start:7.1f}s] {ds} H={horizon} "
                 f"{model} seed={seed}: base {out['base']['mse']:.4f} "
                 f"bsa {out['bsa']['mse']:.4f} ({out['seconds']:.1f}s)",

@@ -125,7 +125,8 @@ def _cfg(*argv):
 
 def test_recipe_then_explicit_flags():
   cfg = _cfg("--recipe", "lion-clip", "--lr", "3e-4", "--betas", "0.8,0.9",
-             "--filter", "ema", "--weight-norm-axis", "matrix")
+             "--filter", "ema", "--weight-norm-axis", "matrix",
+             "--weight-norm-scope", "blocks")
   assert (cfg.recipe, cfg.optimizer, cfg.lr, cfg.beta1, cfg.beta2) == (
       "lion-clip", "lion", 3e-4, 0.8, 0.9)
   # Another filter than the recipe's: its paper alpha/lamb, the recipe's wd.
@@ -152,6 +153,8 @@ def test_recipe_then_explicit_flags():
     (["--after-target", "5"], "--after-target"),
     (["--optimizer", "lion", "--decoupled-wd"], "--decoupled-wd"),
     (["--record-spectrum", "--checkpoint-dir", "CKPT"], "--record-spectrum"),
+    (["--max-weight-norm", "2", "--weight-norm-scope", "all",
+      "--weight-norm-axis", "column"], "--weight-norm-scope"),
 ])
 def test_bad_values_exit_2_with_one_line_naming_the_flag(argv, flag, tmp_path,
                                                          capsys):
@@ -220,3 +223,33 @@ def test_weight_rows_stay_bounded_muon_and_after_target():
       assert norms.max() <= bound * (1 + 1e-5)
       checked += 1
   assert checked == 4  # qkv, out, fc1, fc2
+
+
+def test_clip_to_grok_scope_all_sets_rows_at_init_and_clips_all_but_edges():
+  """lion-clip is the reference's: every row at norm 2.0 at init, then every
+  leaf but the token embeddings and the head clipped after each update."""
+  cfg = recipes.resolve("lion-clip", lr=0.2, max_steps=20, **TINY_CFG)
+  assert cfg.weight_norm_scope == "all"
+  result, params, _ = train_lib.train(cfg, progress=False)
+  assert len(result["history"]) == 20  # p=11: one update an epoch
+  model_params = train_lib.init_model(cfg)
+  model_params = (model_params[1] if isinstance(model_params, tuple)
+                  else model_params)
+  start = optimizers.initial_params(cfg, model_params)
+  names = []
+  for (path, w0), w in zip(jax.tree_util.tree_flatten_with_path(start)[0],
+                           jax.tree.leaves(params)):
+    key = jax.tree_util.keystr(path)
+    axis = 1 if "embedding" in key else 0
+    n0 = np.linalg.norm(np.asarray(w0), axis=axis)
+    n0 = n0[n0 > 0]  # zero rows (biases at init) stay zero
+    np.testing.assert_allclose(n0, 2.0, rtol=1e-5)
+    norms = np.linalg.norm(np.asarray(w), axis=axis)
+    if "['tok']" in key or "['head']" in key:
+      names.append(key)
+      assert norms.max() > 2.0  # free: lr 0.2 sign steps push them out
+    else:
+      assert norms.max() <= 2.0 * (1 + 1e-5), key
+  assert len(names) == 2
+  blocks = recipes.resolve("weight-norm", **TINY_CFG)
+  assert blocks.weight_norm_scope == "blocks"

@@ -13,6 +13,9 @@ LOSSES = ("ce", "stablemax")
 # incoming weights of each output unit: PyTorch's weight rows), "column"
 # (axis 1, the outgoing weights of each input) or "matrix" (Frobenius).
 WEIGHT_NORM_AXES = {"row": 0, "column": 1, "matrix": None}
+# Which leaves `max_weight_norm` bounds: the blocks' Linear kernels, or every
+# leaf as the Clip-to-Grok reference does (see modular/optimizers.py).
+WEIGHT_NORM_SCOPES = ("blocks", "all")
 
 # Per-filter defaults of the Grokfast paper's algorithmic-task runs (the IIR
 # filter, not in the paper, takes EMA's).
@@ -31,7 +34,8 @@ PAPER_DEFAULTS = {
 # are left out of a checkpoint's settings (see `checkpoint_settings`), so
 # checkpoints of earlier versions still resume.
 NEW_FIELDS = ("optimizer", "orthograd", "loss", "max_weight_norm",
-              "weight_norm_axis", "iir_order", "iir_cutoff", "record_spectrum")
+              "weight_norm_axis", "iir_order", "iir_cutoff", "record_spectrum",
+              "weight_norm_scope")
 # Fields that label a run or say how long it goes on, not what it trains.
 UNCHECKED_FIELDS = ("recipe", "after_target")
 
@@ -82,6 +86,11 @@ class ModularConfig:
       blocks' Linear kernels; see `weight_norm_axis`), projecting the
       initial params and each update; None: off.
     weight_norm_axis: "row", "column" or "matrix" (see `WEIGHT_NORM_AXES`).
+    weight_norm_scope: "blocks" (the blocks' Linear kernels, projected
+      into the ball at init) or "all" (the Clip-to-Grok reference: every
+      leaf's rows set to norm `max_weight_norm` at init, and every leaf but
+      the token embeddings and the head clipped after each update; needs
+      `weight_norm_axis` "row").
     iir_order, iir_cutoff: the Butterworth low-pass of filter "iir" (cutoff
       as a fraction of the Nyquist frequency; the default 0.0064, 0.0032
       cycles a step, is the -3 dB point of EMA alpha 0.98).
@@ -124,6 +133,7 @@ class ModularConfig:
   loss: str = "ce"
   max_weight_norm: Optional[float] = None
   weight_norm_axis: str = "row"
+  weight_norm_scope: str = "blocks"
   iir_order: int = 2
   iir_cutoff: float = 0.0064
   record_spectrum: bool = False
@@ -133,7 +143,8 @@ class ModularConfig:
   def __post_init__(self):
     for name, allowed in (("filter", FILTERS), ("optimizer", OPTIMIZERS),
                           ("loss", LOSSES),
-                          ("weight_norm_axis", tuple(WEIGHT_NORM_AXES))):
+                          ("weight_norm_axis", tuple(WEIGHT_NORM_AXES)),
+                          ("weight_norm_scope", WEIGHT_NORM_SCOPES)):
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got "
                          f"{getattr(self, name)!r}")
@@ -144,6 +155,10 @@ class ModularConfig:
     if self.max_weight_norm is not None:
       _check_number("max_weight_norm", self.max_weight_norm, 0.0, math.inf,
                     lo_open=True)
+    if self.weight_norm_scope == "all" and self.weight_norm_axis != "row":
+      raise ValueError(
+          f"weight_norm_scope 'all' bounds PyTorch-style rows of every leaf; "
+          f"it needs weight_norm_axis 'row', got {self.weight_norm_axis!r}")
     if self.decoupled_wd and self.optimizer != "adam":
       raise ValueError(
           f"decoupled_wd applies to optimizer 'adam' only ({self.optimizer!r} "

@@ -44,6 +44,16 @@ output unit) is the norm over axis 0. The initial params are projected into
 the ball (:func:`initial_params`, which only scales rows down: rows already
 inside keep their initialization) and every update is projected by
 ``constrain_weight_norm``, last in the chain.
+
+With ``weight_norm_scope="all"`` the bound is the Clip-to-Grok reference's
+instead (its ``project_to_sphere`` and ``clip_weight_norms``, restated
+for Flax's layouts): at init every leaf's PyTorch rows are scaled to norm
+exactly ``max_weight_norm`` (up or down; all-zero rows stay zero), and after
+each update every leaf except the token embeddings and the head is clipped.
+A PyTorch row is the norm over the last axis of a PyTorch tensor: axis 0 of
+a Flax ``[in, out]`` kernel (the head's too), axis 1 of an ``[n, width]``
+embedding, and the whole vector of a bias or a LayerNorm scale or bias
+(:func:`row_axis`).
 """
 
 from __future__ import annotations
@@ -147,6 +157,41 @@ def base_optimizer(cfg: ModularConfig) -> list[optax.GradientTransformation]:
   return [decay, adam, scale]
 
 
+def row_axis(path: Any, x: Any) -> int:
+  """The axis of leaf `x` over which PyTorch's ``norm(dim=-1)`` runs.
+
+  PyTorch stores a Linear weight ``[out, in]``, Flax a kernel ``[in, out]``
+  (axis 0); embeddings are ``[n, width]`` in both (axis 1); a vector is its
+  own row (axis 0).
+  """
+  del x
+  return 1 if "['embedding']" in jax.tree_util.keystr(path) else 0
+
+
+def _clipped(axis: int):
+  """Mask fn: the leaves scope "all" clips over `axis` after each update."""
+  def mask(params: Any) -> Any:
+    def keep(path, x):
+      keys = jax.tree_util.keystr(path)
+      free = "['tok']" in keys or "['head']" in keys
+      return not free and row_axis(path, x) == axis
+    return jax.tree_util.tree_map_with_path(keep, params)
+  return mask
+
+
+def weight_norm_bound(cfg: ModularConfig) -> list[optax.GradientTransformation]:
+  """The chain's last part(s): `max_weight_norm` on the leaves of its scope."""
+  c = cfg.max_weight_norm
+  if c is None:
+    return []
+  if cfg.weight_norm_scope == "all":
+    return [optax.masked(gj.constrain_weight_norm(c, axis=axis),
+                         _clipped(axis)) for axis in (0, 1)]
+  axis = config_lib.WEIGHT_NORM_AXES[cfg.weight_norm_axis]
+  return [optax.masked(gj.constrain_weight_norm(c, axis=axis),
+                       constrained_leaves)]
+
+
 def make_optimizer(cfg: ModularConfig) -> optax.GradientTransformation:
   """The whole chain of `cfg` (see the module docstring for its order).
 
@@ -166,18 +211,27 @@ def make_optimizer(cfg: ModularConfig) -> optax.GradientTransformation:
     parts.append(gj.orthograd())
   parts.append(grad_filter(cfg))
   parts += base_optimizer(cfg)
-  if cfg.max_weight_norm is not None:
-    axis = config_lib.WEIGHT_NORM_AXES[cfg.weight_norm_axis]
-    parts.append(optax.masked(
-        gj.constrain_weight_norm(cfg.max_weight_norm, axis=axis),
-        constrained_leaves))
+  parts += weight_norm_bound(cfg)
   return optax.chain(*parts)
 
 
 def initial_params(cfg: ModularConfig, params: Any) -> Any:
-  """`params` projected into the weight-norm ball of `cfg` (if it has one)."""
+  """`params` projected into the weight-norm ball of `cfg` (if it has one).
+
+  Scope "all" sets every row of every leaf to norm `max_weight_norm`
+  exactly (the Clip-to-Grok reference's init); scope "blocks" only scales
+  the blocks' kernel rows that lie outside the ball down onto it.
+  """
   if cfg.max_weight_norm is None:
     return params
+  if cfg.weight_norm_scope == "all":
+    c = cfg.max_weight_norm
+
+    def sphere(path, x):
+      norm = jnp.linalg.norm(x.astype(jnp.float32), axis=row_axis(path, x),
+                             keepdims=True)
+      return (x * (c / jnp.maximum(norm, 1e-8))).astype(x.dtype)
+    return jax.tree_util.tree_map_with_path(sphere, params)
   return gj.project_weight_norm(
       params, cfg.max_weight_norm,
       axis=config_lib.WEIGHT_NORM_AXES[cfg.weight_norm_axis],

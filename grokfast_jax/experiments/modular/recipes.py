@@ -26,8 +26,11 @@ paper-ema      Grokfast-EMA, the paper's: alpha 0.98, lamb 2, Adam
                (0.9, 0.98) lr 1e-3, coupled L2 0.005.
 paper-ma       Grokfast-MA, the paper's: window 100, lamb 5, coupled L2 0.01.
 lion-clip      The Clip-to-Grok competitor (NiftyliuS/cliptogrok): Lion lr
-               1e-3, betas (0.9, 0.97), no weight decay, no filter, every
-               weight row clipped to norm 2.0 after each update.
+               1e-3, betas (0.9, 0.97), no weight decay, no filter; as its
+               reference, every leaf's rows set to norm 2.0 at init and
+               every leaf but the token embeddings and the head clipped to
+               row norm 2.0 after each update (``weight_norm_scope``
+               "all").
 orthograd      ⊥Grad alone: the paper's baseline (Adam, no filter, no weight
                decay) with ⊥Grad on the raw gradient.
 stablemax      StableMax cross-entropy alone, on the baseline.
@@ -74,7 +77,7 @@ RECIPES: dict[str, Recipe] = {
         "Clip to Grok: Lion (0.9, 0.97) lr 1e-3, rows clipped to 2.0, no wd",
         {"filter": "none", "optimizer": "lion", "lr": 1e-3, "beta1": 0.9,
          "beta2": 0.97, "weight_decay": 0.0, "max_weight_norm": 2.0,
-         "weight_norm_axis": "row"}),
+         "weight_norm_axis": "row", "weight_norm_scope": "all"}),
     "orthograd": Recipe("⊥Grad alone (baseline Adam, no filter, no wd)",
                         {**_BASELINE, "orthograd": True}),
     "stablemax": Recipe("StableMax cross-entropy alone (baseline)",
@@ -99,7 +102,8 @@ RECIPES: dict[str, Recipe] = {
 METHOD_FIELDS = ("filter", "alpha", "lamb", "window_size", "iir_order",
                  "iir_cutoff", "weight_decay", "decoupled_wd", "optimizer",
                  "lr", "beta1", "beta2", "eps", "warmup_steps", "orthograd",
-                 "loss", "max_weight_norm", "weight_norm_axis")
+                 "loss", "max_weight_norm", "weight_norm_axis",
+                 "weight_norm_scope")
 # A recipe's settings that belong to its filter (dropped for another one).
 FILTER_FIELDS = ("alpha", "lamb", "window_size", "iir_order", "iir_cutoff")
 
@@ -180,6 +184,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                  help="row (default: each output unit's incoming weights, "
                  "axis 0 of a Flax [in, out] kernel), column (axis 1) or "
                  "matrix (the whole kernel)")
+  g.add_argument("--weight-norm-scope", default=None,
+                 choices=config_lib.WEIGHT_NORM_SCOPES,
+                 help="blocks (default: the blocks' Linear kernels) or all "
+                 "(the Clip-to-Grok reference: every leaf's rows set to norm "
+                 "X at init, every leaf but the token embeddings and the "
+                 "head clipped after each update)")
   g.add_argument("--order", type=int, default=None,
                  help="Butterworth order of --filter iir (default 2)")
   g.add_argument("--cutoff", type=float, default=None,
@@ -218,7 +228,8 @@ def config_from_args(args: argparse.Namespace, filter: Optional[str],
       optimizer=args.optimizer, lr=args.lr, beta1=b1, beta2=b2,
       orthograd=args.orthograd or None, loss=args.loss,
       max_weight_norm=args.max_weight_norm,
-      weight_norm_axis=args.weight_norm_axis, iir_order=args.order,
+      weight_norm_axis=args.weight_norm_axis,
+      weight_norm_scope=args.weight_norm_scope, iir_order=args.order,
       iir_cutoff=args.cutoff, record_spectrum=args.record_spectrum or None,
       after_target=args.after_target)
   try:
