@@ -1,7 +1,9 @@
 """Tests of the modular task's recipes, optimizer factory and new flags."""
 
 import dataclasses
+import importlib.util
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -71,6 +73,17 @@ def test_paper_recipes_are_todays_paper_settings():
           clip.max_weight_norm, clip.filter) == (
               "lion", 1e-3, 0.9, 0.97, 0.0, 2.0, "none")
   assert "fastest_grok.py" in recipes.RECIPES["fastest"].summary
+
+
+def test_fastest_is_the_search_winner_as_benchmarked():
+  """`fastest` trains exactly what benchmarks/fastest_grok.py measured."""
+  path = Path(__file__).resolve().parents[2] / "benchmarks" / "fastest_grok.py"
+  spec = importlib.util.spec_from_file_location("fastest_grok", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  measured = _cfg(*bench.CANDIDATES[bench.WINNER])
+  fastest = _cfg("--recipe", "fastest")
+  assert dataclasses.replace(measured, recipe="fastest") == fastest
 
 
 def test_paper_ema_chain_is_bit_identical_to_the_earlier_optimizer():

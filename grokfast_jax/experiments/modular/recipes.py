@@ -38,9 +38,12 @@ weight-norm    Weight rows bounded by 2.0 alone, on the baseline (Adam).
 iir            Grokfast-IIR alone: order-2 Butterworth at EMA's -3 dB point
                (cutoff 0.0064), lamb 2, the paper's EMA weight decay 0.005.
 muon           Muon alone (AdamW fallback off the blocks' kernels), baseline.
-fastest        A placeholder: the fastest recipe that
-               ``benchmarks/fastest_grok.py`` finds replaces it. Until then
-               a guess: Grokfast-EMA (paper) + ⊥Grad + StableMax.
+fastest        The fastest recipe ``benchmarks/fastest_grok.py`` found (stage
+               2, ten seeds): Muon lr 1e-2 (its AdamW fallback, betas (0.9,
+               0.98), on embeddings, head, biases and LayerNorms), no filter,
+               no weight decay, and the Clip-to-Grok weight-norm bound (every
+               row at norm 2.0 at init, every leaf but the token embeddings
+               and the head clipped to 2.0).
 =============  ===============================================================
 """
 
@@ -91,11 +94,13 @@ RECIPES: dict[str, Recipe] = {
          "weight_decay": 0.005}),
     "muon": Recipe("Muon alone (AdamW fallback), no filter, no wd",
                    {**_BASELINE, "optimizer": "muon"}),
-    # Placeholder: benchmarks/fastest_grok.py picks the real one.
+    # Picked by benchmarks/fastest_grok.py (see benchmarks/README.md).
     "fastest": Recipe(
-        "placeholder until benchmarks/fastest_grok.py picks it: "
-        "Grokfast-EMA + ⊥Grad + StableMax",
-        {**_PAPER_EMA, "orthograd": True, "loss": "stablemax"}),
+        "the search's winner (benchmarks/fastest_grok.py): Muon lr 1e-2, "
+        "rows at norm 2.0 at init and clipped to 2.0, no filter, no wd",
+        {**_BASELINE, "optimizer": "muon", "lr": 1e-2,
+         "max_weight_norm": 2.0, "weight_norm_axis": "row",
+         "weight_norm_scope": "all"}),
 }
 
 # Fields a recipe may set: the training method only.
