@@ -4,9 +4,10 @@ Times a jitted forward + backward of `BatchedSpectralAttention` (the gradient
 of a scalar loss with respect to the input and the module's parameters) with
 ``method="closed"`` (a (B+1) x B kernel per smoothing factor and channel,
 O(B^2 N C L) work) and ``method="scan"`` (blocked associative scan, O(B K N C
-L) work), side by side in one run: for each configuration the two programs
-are compiled first, then timed in interleaved rounds (closed, scan, closed,
-scan, ...), and the reported time is the median over rounds.
+L) work, run on chunks of channels that are recomputed in the backward pass),
+side by side in one run: for each configuration the two programs are compiled
+first, then timed in interleaved rounds (closed, scan, closed, scan, ...), and
+the reported time is the median over rounds.
 
 Memory is the compiled program's own estimate, not a measured process peak:
 ``jax.jit(f).lower(...).compile().memory_analysis()``, temp + argument +
@@ -14,7 +15,9 @@ output bytes (the live buffers XLA plans for one call; generated code and
 aliasing are not counted). Configurations whose closed form would need more
 than ``--max-gb`` (the (B+1) x B x N x C float32 kernel, or the compiled
 estimate if larger) are not compiled in closed form: the row prints
-"skipped: closed form would need X GB" and the scan is still measured.
+"skipped: closed form would need X GB" and the scan is still measured. The
+default, 16 GB, runs the closed form at B = 1024 with C = 321 (12.4 GB
+compiled estimate; mind the machine's RAM) and skips C = 862 (33 GB).
 
 The machine may be shared: the load average (``os.getloadavg()``) is printed
 before and after every configuration.
@@ -113,11 +116,12 @@ def main():
   parser.add_argument("--quick", action="store_true",
                       help="B in {32, 128}, C in {7, 321}, 3 rounds")
   parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--batches", type=str, default="32,128,512,1024")
+  parser.add_argument("--batches", type=str, default="16,32,128,512,1024")
   parser.add_argument("--channels", type=str, default="7,321,862")
   parser.add_argument("--length", type=int, default=96)
-  parser.add_argument("--max-gb", type=float, default=8.0,
-                      help="skip the closed form above this many GB")
+  parser.add_argument("--max-gb", type=float, default=16.0,
+                      help="skip the closed form above this many GB "
+                           "(B = 1024, C = 321 needs 12.4 GB)")
   args = parser.parse_args()
   batches = [int(b) for b in args.batches.split(",")]
   channels = [int(c) for c in args.channels.split(",")]
@@ -129,9 +133,12 @@ def main():
   print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, "
         f"{platform.machine()}, {os.cpu_count()} CPU cores; L = "
         f"{args.length}, N = {len(sa.DEFAULT_ALPHAS)} alphas "
-        f"{sa.DEFAULT_ALPHAS}; scan block K = {sa._SCAN_BLOCK}; "
+        f"{sa.DEFAULT_ALPHAS}; scan block K = {sa._SCAN_BLOCK}, channel "
+        f"chunks of <= {sa._SCAN_CHUNK_ELEMENTS} EMA elements; "
         f"median of {rounds} interleaved rounds after compile + warm-up; "
         f"memory = compiled memory_analysis() temp + argument + output.\n")
+  print(f"load average at the start (1, 5, 15 min): "
+        f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}\n", flush=True)
   rows = []
   for c in channels:
     for b in batches:

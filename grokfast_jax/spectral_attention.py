@@ -38,9 +38,10 @@ Two modules:
   consecutive samples in time order (the reference's ``Momentum_batch`` /
   ``Momentum_batch_learnable``). Sample `t` uses the EMA of the strictly
   earlier samples (sample 0 the carried state), unrolled inside the batch
-  (in closed form or, for long batches, by an associative scan), so the loss
-  of a later sample back-propagates into the features of earlier samples of
-  the same batch (BPTT).
+  (by a blocked associative scan, channel chunk by channel chunk, or in
+  closed form for short batches of few channels), so the loss of a later
+  sample back-propagates into the features of earlier samples of the same
+  batch (BPTT).
 
 The carried EMA is a :class:`SpectralState` variable: part of
 ``nnx.state(module)`` (and so of checkpoints) but not an ``nnx.Param``, so
@@ -111,14 +112,24 @@ def _mix(logits: jax.Array, feature: jax.Array, emas: jax.Array) -> jax.Array:
   Returns:
     (..., C, L).
   """
-  n = emas.shape[-3]
+  coef_f, coef_m = _mix_coefficients(logits)
+  coef_m = jnp.swapaxes(coef_m, 0, 1)  # (N, C, L)
+  out = coef_f * feature + jnp.sum(coef_m * emas, axis=-3)
+  return out.astype(feature.dtype)
+
+
+def _mix_coefficients(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The reduced mix's weights of F, (C, L), and of M_1..M_N, (C, N, L).
+
+  Args:
+    logits: (C, 2N+1, L).
+  """
+  n = (logits.shape[1] - 1) // 2
   w = jax.nn.softmax(logits, axis=1)  # (C, 2N+1, L)
   coef_f = 2.0 * jnp.sum(w[:, :n], axis=1) + w[:, n]  # (C, L)
   # Component N+i is M_i, component N-i is F - M_i (i = 1..N).
   coef_m = 2.0 * (w[:, n + 1:] - jnp.flip(w[:, :n], axis=1))  # (C, N, L)
-  coef_m = jnp.swapaxes(coef_m, 0, 1)  # (N, C, L)
-  out = coef_f * feature + jnp.sum(coef_m * emas, axis=-3)
-  return out.astype(feature.dtype)
+  return coef_f, coef_m
 
 
 class SpectralAttention(nnx.Module):
@@ -252,11 +263,15 @@ class BatchedSpectralAttention(nnx.Module):
     associatively, :math:`(a_2, b_2) \circ (a_1, b_1) = (a_2 a_1,
     a_2 b_1 + b_2)`. The batch is cut into blocks of K = 16 samples, closed
     form inside a block and ``jax.lax.associative_scan`` across blocks:
-    O(B K N C L) work (linear in B), O(B N C L) memory and
-    O(log(B / K)) depth.
+    O(B K N C L) work (linear in B) and O(log(B / K)) depth. The channels are
+    independent, so they are filtered in chunks (``jax.lax.map``, each chunk
+    recomputed in the backward pass by ``jax.checkpoint``) and mixed block by
+    block: the (B, N, C, L) EMAs are never stored, and the compiled forward +
+    backward needs about four times the input's size (0.5 GB at B = 1024,
+    C = 321, L = 96; 1.3 GB at C = 862), over 20x less than the closed form.
   * ``"auto"`` (default) picks from the static shapes at trace time: the
-    closed form for B <= 64, or B <= 96 with C >= 32; the scan otherwise
-    (measured on CPU with ``benchmarks/bsa_cost.py``).
+    closed form for short batches of few channels (B <= 16 with C < 64), the
+    scan otherwise (measured on CPU with ``benchmarks/bsa_cost.py``).
 
   The output for sample `t` is the Spectral Attention mix of :math:`F_t` and
   :math:`E_{1..N,t}` (see the module docstring); it is the identity at
@@ -376,6 +391,7 @@ class BatchedSpectralAttention(nnx.Module):
 def _ema_kernel(log_a: jax.Array, gain: jax.Array, k: int) -> jax.Array:
   """kernel[n, c, t, s] = (1 - a) a^(t-1-s) for s < t, else 0; (N, C, K+1, K).
 
+  `log_a` and `gain` are (N, C) here, or (C, N) for a (C, N, K+1, K) kernel.
   Only powers alpha^j <= 1 appear (exp of j * log(alpha)), never a division
   by alpha^t.
   """
@@ -413,9 +429,21 @@ def _unrolled_emas(theta: jax.Array, f: jax.Array, m0: jax.Array,
   return emas[:-1], emas[-1]
 
 
-# Block length of the "scan" method: closed form inside blocks of this many
-# samples, an associative scan across blocks (see benchmarks/bsa_cost.py).
+# Block length K of the "scan" method: closed form inside blocks of K samples,
+# an associative scan across blocks. On CPU (forward + backward, B = 1024,
+# C = 321) K = 8 and 16 timed alike and K = 32 was 20% slower.
 _SCAN_BLOCK = 16
+
+# Channel chunk size of the "scan" method, in float32 elements of one chunk's
+# in-batch EMAs (N x B x channels x L): the channels are filtered one chunk at a
+# time (``jax.lax.map``) and each chunk is recomputed in the backward pass
+# (``jax.checkpoint``), so the temporaries scale with the chunk, not with C.
+# 2^20 elements (4 MiB per EMA-sized temporary) measured fastest on CPU for
+# B = 128-1024 and C = 7-321: 2^18 (one channel per chunk at B = 1024, L = 96)
+# was 1.5x slower, 2^22 15-20% slower, and a single chunk for all channels up
+# to 1.7x slower (B = 1024, C = 7) with up to 3.4x the memory (B = 1024,
+# C = 321).
+_SCAN_CHUNK_ELEMENTS = 1 << 20
 
 
 def _compose(first, second):
@@ -423,6 +451,61 @@ def _compose(first, second):
   a1, b1 = first
   a2, b2 = second
   return a2 * a1, a2 * b1 + b2
+
+
+def _block_emas(theta: jax.Array, h: jax.Array, m0: jax.Array,
+                final_row: int
+                ) -> tuple[list[jax.Array], jax.Array, jax.Array, jax.Array]:
+  """In-batch EMAs of some channels, in blocks; the "scan" method's core.
+
+  Args:
+    theta: (c, N) alpha logits, alpha = sigmoid(theta).
+    h: (c, K, nb, L) history: sample i * K + s at ``h[:, s, i]``; samples
+      past the batch (padding of the last block) are zeros.
+    m0: (c, N, L) state before sample 0.
+    final_row: number of real samples in the last block (1..K).
+
+  Returns:
+    local: N arrays (c, K, nb, L), the EMA of the block's earlier samples
+      from a zero start (sample s of block i excluded).
+    starts: (c, N, nb, L), the EMA before each block's first sample.
+    decay: (c, N, K), alpha^s.
+    final: (c, N, L), the EMA after the last real sample.
+    The EMA before sample i * K + s is local[n][:, s, i] + decay[:, n, s] *
+    starts[:, n, i].
+  """
+  k, nb = h.shape[1], h.shape[2]
+  log_a = jax.nn.log_sigmoid(theta)  # (c, N)
+  gain = jax.nn.sigmoid(-theta)  # 1 - alpha
+  kernel = _ema_kernel(log_a, gain, k)  # (c, N, K+1, K)
+  # One product per smoothing factor, and the block ends apart: no slice of
+  # an (N, K+1)-row product (whose gradient is a pad and an add of its whole
+  # size); 20% faster forward + backward on CPU (B = 1024, C = 321).
+  local = [jnp.einsum("cts,csil->ctil", kernel[:, i, :k], h)
+           for i in range(theta.shape[1])]
+  block_end = jnp.einsum("cns,csil->cnil", kernel[:, :, k], h)  # (c,N,nb,L)
+  a_k = jnp.exp(k * log_a)  # alpha^K, (c, N)
+  block_decay = jnp.broadcast_to(a_k[:, :, None, None], a_k.shape + (nb, 1))
+  powers, sums = jax.lax.associative_scan(
+      _compose, (block_decay, block_end), axis=2)
+  ends = sums + powers * m0[:, :, None]  # E after each block
+  starts = jnp.concatenate([m0[:, :, None], ends[:, :, :-1]], axis=2)
+  j = jnp.arange(k, dtype=jnp.float32)
+  decay = jnp.exp(j * log_a[..., None])  # (c, N, K)
+  if final_row == k:
+    final = ends[:, :, -1]
+  else:  # the EMA before the last block's first padding sample
+    final = (jnp.einsum("cns,csl->cnl", kernel[:, :, final_row], h[:, :, -1])
+             + jnp.exp(final_row * log_a)[..., None] * starts[:, :, -1])
+  return local, starts, decay, final
+
+
+def _blocked(x: jax.Array, k: int) -> jax.Array:
+  """(B, C, L) -> (C, K, nb, L), zero-padded to nb = ceil(B / K) blocks."""
+  b, c, l = x.shape
+  nb = -(-b // k)
+  x = jnp.pad(x, ((0, nb * k - b), (0, 0), (0, 0))).reshape(nb, k, c, l)
+  return jnp.transpose(x, (2, 1, 0, 3))
 
 
 def _scan_emas(theta: jax.Array, f: jax.Array, m0: jax.Array, bptt: bool,
@@ -433,12 +516,16 @@ def _scan_emas(theta: jax.Array, f: jax.Array, m0: jax.Array, bptt: bool,
   (A, b) = (a, (1 - a) F_t), and maps compose associatively as
   (A2, b2) o (A1, b1) = (A2 A1, A2 b1 + b2). The batch is cut into blocks of
   `block` samples (zero-padded at the end): inside a block the EMA from a
-  zero start is the closed-form product with a (K+1) x K kernel, the blocks'
+  zero start is the closed-form product with a K x K kernel, the blocks'
   maps (a^K, local EMA at the block end) are combined by
   ``jax.lax.associative_scan`` (O(log(B/K)) depth), and every sample adds
   a^j times its block's start state. ``block=1`` is a plain associative scan
   over samples. Powers of alpha come from exp(j log alpha) and from products
   inside the scan; nothing divides by alpha^t.
+
+  The "scan" method itself (:func:`_scan_mix`) runs the same blocks per
+  chunk of channels and mixes without materializing these EMAs; this
+  function returns them (for tests and reference).
 
   Returns:
     (E_0..E_{B-1} of shape (B, N, C, L), E_B of shape (N, C, L)).
@@ -447,45 +534,132 @@ def _scan_emas(theta: jax.Array, f: jax.Array, m0: jax.Array, bptt: bool,
   n = theta.shape[0]
   k = min(block, b)
   nb = -(-b // k)
-  pad = nb * k - b
-  log_a = jax.nn.log_sigmoid(theta)  # (N, C)
-  gain = jax.nn.sigmoid(-theta)  # 1 - alpha
   history = f if bptt else jax.lax.stop_gradient(f)
-  history = jnp.pad(history, ((0, pad), (0, 0), (0, 0))).reshape(nb, k, c, l)
-  kernel = _ema_kernel(log_a, gain, k)  # (N, C, K+1, K)
-  # local[i, j]: EMA of block i's first j samples from a zero start.
-  local = jnp.einsum("nctb,ibcl->itncl", kernel, history)  # (nb, K+1, N, C, L)
-  j = jnp.arange(k + 1, dtype=jnp.float32)
-  decay = jnp.exp(j[:, None, None] * log_a[None])  # (K+1, N, C): a^j
-  block_decay = jnp.broadcast_to(decay[k][None, :, :, None], (nb, n, c, 1))
-  powers, sums = jax.lax.associative_scan(
-      _compose, (block_decay, local[:, k]), axis=0)
-  ends = sums + powers * m0[None]  # (nb, N, C, L): E at each block's end
-  starts = jnp.concatenate([m0[None], ends[:-1]], axis=0)
-  emas = local[:, :k] + decay[None, :k, :, :, None] * starts[:, None]
-  emas = emas.reshape(nb * k, n, c, l)
-  final = ends[-1] if pad == 0 else emas[b]
-  return emas[:b], final
+  local, starts, decay, final = _block_emas(
+      theta.T, _blocked(history, k), jnp.swapaxes(m0, 0, 1),
+      b - (nb - 1) * k)
+  emas = (jnp.stack(local, axis=1)
+          + decay[..., None, None] * starts[:, :, None])  # (C, N, K, nb, L)
+  emas = jnp.transpose(emas, (3, 2, 1, 0, 4)).reshape(nb * k, n, c, l)
+  return emas[:b], jnp.swapaxes(final, 0, 1)
+
+
+def _chunk_channels(channels: int, per_channel: int, budget: int) -> int:
+  """Channels per chunk of the "scan" method (`channels`: a single chunk).
+
+  At most ``most = budget // per_channel`` channels (at least 1). Preferably
+  the largest divisor of `channels` up to `most`, so that no padding channels
+  are needed: padding costs two extra copies of the input in the compiled
+  program (measured on CPU at B = 128-1024, C = 321-862: 1.5x the memory and
+  4-17% slower than chunks of a divisor, even one giving 14x as many chunks).
+  Not a single channel, though, nor a chunk under 1/16 of the budget (the
+  per-chunk overhead: at B = 1024, C = 7, seven 1-channel chunks were 1.4x
+  slower than three padded 3-channel ones); then ``ceil(channels / most)``
+  even chunks, the last one padded.
+  """
+  if channels * per_channel <= budget:
+    return channels
+  most = max(1, budget // per_channel)
+  divisor = next(d for d in range(most, 0, -1) if channels % d == 0)
+  if divisor > 1 and 16 * divisor * per_channel >= budget:
+    return divisor
+  n_chunks = -(-channels // most)
+  return -(-channels // n_chunks)
+
+
+def _scan_mix(logits: jax.Array, theta: jax.Array, f: jax.Array,
+              m0: jax.Array, bptt: bool, block: int = _SCAN_BLOCK,
+              chunk_elements: int = _SCAN_CHUNK_ELEMENTS
+              ) -> tuple[jax.Array, jax.Array]:
+  """BSA outputs by the "scan" method, in chunks of channels.
+
+  Everything is independent across channels (the EMAs, their mixing
+  weights, the smoothing factors), so the channels are cut into chunks of
+  about `chunk_elements` EMA elements (:func:`_chunk_channels`) and
+  ``jax.lax.map`` runs the blocked scan of :func:`_scan_emas` and the mix on
+  one chunk at a time; the chunk body is wrapped in ``jax.checkpoint``, so the
+  backward pass keeps only each chunk's inputs and recomputes its EMAs. The
+  (B, N, C, L) EMAs never exist for all channels at once, and the mix is
+  applied per block without forming them for a chunk either: the output for
+  sample i K + s is
+
+    coef_f F + sum_n coef_m[n] (local[n, s, i] + a_n^s start[n, i]).
+
+  Args:
+    logits: (C, 2N+1, L) mixing logits.
+    theta: (N, C) alpha logits.
+    f: (B, C, L) float32 features.
+    m0: (N, C, L) state before sample 0.
+    bptt: whether the in-batch history carries gradients.
+    block: block length K.
+    chunk_elements: chunk budget in EMA elements.
+
+  Returns:
+    (outputs (B, C, L), E_B of shape (N, C, L)).
+  """
+  b, c, l = f.shape
+  n = theta.shape[0]
+  k = min(block, b)
+  nb = -(-b // k)
+  final_row = b - (nb - 1) * k
+  coef_f, coef_m = _mix_coefficients(logits)  # (C, L), (C, N, L)
+  cc = _chunk_channels(c, n * nb * k * l, chunk_elements)
+  n_chunks = -(-c // cc)
+  cpad = n_chunks * cc - c
+
+  def chunk(args):
+    theta_c, coef_f_c, coef_m_c, m0_c, f_c = args  # f_c: (cc, K, nb, L)
+    history = f_c if bptt else jax.lax.stop_gradient(f_c)
+    local, starts, decay, final = _block_emas(theta_c, history, m0_c,
+                                              final_row)
+    out = coef_f_c[:, None, None] * f_c
+    for i in range(n):  # an unrolled sum: one fused loop, no reduction
+      out = out + coef_m_c[:, i, None, None] * (
+          local[i] + decay[:, i, :, None, None] * starts[:, i, None])
+    return out, final
+
+  def chunked(x):  # (C, ...) -> (n_chunks, cc, ...)
+    x = jnp.pad(x, ((0, cpad),) + ((0, 0),) * (x.ndim - 1))
+    return x.reshape((n_chunks, cc) + x.shape[1:])
+
+  fc = jnp.pad(f, ((0, 0), (0, cpad), (0, 0)))
+  fc = _blocked(fc, k).reshape(n_chunks, cc, k, nb, l)
+  args = (chunked(theta.T), chunked(coef_f), chunked(coef_m),
+          chunked(jnp.swapaxes(m0, 0, 1)), fc)
+  if n_chunks == 1:
+    out, final = chunk(tuple(a[0] for a in args))
+    out, final = out[None], final[None]
+  else:
+    out, final = jax.lax.map(jax.checkpoint(chunk), args)
+  # (n_chunks, cc, K, nb, L) -> (B, C, L)
+  out = jnp.transpose(out, (3, 2, 0, 1, 4)).reshape(nb * k, n_chunks * cc, l)
+  final = jnp.swapaxes(final.reshape(n_chunks * cc, n, l)[:c], 0, 1)
+  return out[:b, :c], final
 
 
 METHODS = ("auto", "closed", "scan")
 
 
-# "auto" uses the closed form for B <= 64, and for B <= 96 when C >= 32
-# (benchmarks/bsa_cost.py, CPU, forward + backward: the closed form was up to
-# 2.4x faster at B <= 64, 12% faster at B = 96 with C = 321 but 12% slower
-# with C = 7; the scan was at least as fast from B = 128 on).
-_AUTO_CLOSED_MAX_BATCH = 64
-_AUTO_CLOSED_MAX_BATCH_WIDE = 96
-_AUTO_WIDE_CHANNELS = 32
+# "auto" uses the closed form only for B <= 16 with C < 64, the scan otherwise.
+# Measured on CPU (benchmarks/bsa_cost.py, forward + backward, L = 96, N = 3,
+# median of 21 interleaved rounds, with the channel-chunked scan): the closed
+# form was 25-35% faster at B = 8-16 with C = 7-32 (under 2 ms either way),
+# 10-25% faster at B = 24-32 with C = 21 and 10% faster at B = 8 with C = 64;
+# the scan was faster at B >= 24 with C = 7, at B >= 64 with C = 21, at
+# B >= 16 with C >= 64 and for every B with C >= 128 (2x at B = 16 and 3-4x at
+# B = 32-96 with C = 321). The scan's memory was at most 15% above the closed
+# form's (B = 32, C = 7-64) and far below it for longer batches (0.5 GB vs
+# 12 GB at B = 1024, C = 321).
+_AUTO_CLOSED_MAX_BATCH = 16
+_AUTO_CLOSED_MAX_CHANNELS = 63
 
 
 def _resolve_method(method: str, batch: int, channels: int) -> str:
   """The method "auto" stands for at these static sizes."""
   if method != "auto":
     return method
-  if batch <= _AUTO_CLOSED_MAX_BATCH or (
-      batch <= _AUTO_CLOSED_MAX_BATCH_WIDE and channels >= _AUTO_WIDE_CHANNELS):
+  if (batch <= _AUTO_CLOSED_MAX_BATCH
+      and channels <= _AUTO_CLOSED_MAX_CHANNELS):
     return "closed"
   return "scan"
 
@@ -495,10 +669,12 @@ def _batched_core(logits, theta, ema, initialized, x, bptt, method):
   """One BSA call: (outputs, new EMA state); jitted as one program."""
   f = x.astype(jnp.float32)
   m0 = jnp.where(initialized, ema, jax.lax.stop_gradient(f[0])[None])
-  emas_fn = _unrolled_emas if method == "closed" else _scan_emas
-  emas, final = emas_fn(theta, f, m0, bptt)  # (B, N, C, L), (N, C, L)
-  out = _mix(logits, f, emas).astype(x.dtype)
-  return out, jax.lax.stop_gradient(final)
+  if method == "closed":
+    emas, final = _unrolled_emas(theta, f, m0, bptt)  # (B, N, C, L)
+    out = _mix(logits, f, emas)
+  else:
+    out, final = _scan_mix(logits, theta, f, m0, bptt)
+  return out.astype(x.dtype), jax.lax.stop_gradient(final)
 
 
 AnySpectral = Union[SpectralAttention, BatchedSpectralAttention]

@@ -328,13 +328,14 @@ def test_bad_method_raises(method):
 def test_auto_method_picks_from_the_batch_size():
   assert sa._resolve_method("closed", 4096, 7) == "closed"
   assert sa._resolve_method("scan", 1, 7) == "scan"
-  for channels in (1, 7, 321):
+  for channels in (1, 7, 63):
     assert sa._resolve_method("auto", 1, channels) == "closed"
-    assert sa._resolve_method("auto", 64, channels) == "closed"
-    assert sa._resolve_method("auto", 128, channels) == "scan"
+    assert sa._resolve_method("auto", 16, channels) == "closed"
+  for channels in (1, 7, 63, 64, 321):
+    assert sa._resolve_method("auto", 17, channels) == "scan"
     assert sa._resolve_method("auto", 1024, channels) == "scan"
-  assert sa._resolve_method("auto", 96, 7) == "scan"
-  assert sa._resolve_method("auto", 96, 321) == "closed"
+  assert sa._resolve_method("auto", 1, 64) == "scan"
+  assert sa._resolve_method("auto", 16, 321) == "scan"
   bsa = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
   assert bsa.method == "auto"
 
@@ -381,6 +382,8 @@ def _assert_rel_close(actual, expected, rtol, what):
     (33, 3, 4, False, False),   # a partial last block
     (1024, 2, 3, True, True),
     (1024, 2, 3, True, False),
+    # The default channel chunks: 3 per chunk, the second one padded.
+    (1024, 5, 96, True, True),
 ])
 def test_scan_matches_closed_form_outputs_and_gradients(
     batch, channels, length, learnable, bptt):
@@ -421,6 +424,81 @@ def test_scan_blocks_match_a_float64_recursion(block):
     ref.append(a * ref[-1] + (1 - a) * ft)
   np.testing.assert_allclose(emas, np.stack(ref[:-1]), rtol=0, atol=1e-6 * 15)
   np.testing.assert_allclose(final, ref[-1], rtol=0, atol=1e-6 * 15)
+
+
+def _closed_reference(logits, theta, f, m0, bptt):
+  emas, final = sa._unrolled_emas(theta, f, m0, bptt)
+  return sa._mix(logits, f, emas), final
+
+
+@pytest.mark.parametrize("batch, channels, budget_channels, bptt", [
+    (1024, 6, 3, True),    # two chunks of 3 channels (a divisor: no padding)
+    (1024, 5, 2, True),    # chunks of 2 channels, the last one padded
+    (1000, 5, 2, False),   # and a partial last block (1000 = 62 * 16 + 8)
+    (1000, 7, 1, True),    # one channel per chunk
+])
+def test_chunked_scan_matches_closed_form_outputs_and_gradients(
+    batch, channels, budget_channels, bptt):
+  """The channel-chunked scan (lax.map + checkpoint) equals the closed form.
+
+  Outputs, final state and gradients w.r.t. the input, the mixing logits, the
+  alpha logits and the carried state, alpha up to 0.999, to 1e-5 relative.
+  """
+  n, length = 4, 3
+  rng = np.random.default_rng(11)
+  alphas = np.array([0.5, 0.9, 0.99, 0.999])
+  # Distinct alphas per channel, still up to 0.999.
+  theta = jnp.asarray(np.log(alphas / (1 - alphas))[:, None]
+                      - np.linspace(0.0, 0.5, channels)[None], jnp.float32)
+  logits = jnp.asarray(rng.normal(size=(channels, 2 * n + 1, length)),
+                       jnp.float32)
+  f = _x(batch, seed=12, c=channels, length=length) + 2.0
+  m0 = jnp.asarray(rng.normal(size=(n, channels, length)), jnp.float32)
+  weights = jnp.asarray(rng.normal(size=f.shape), jnp.float32)
+  k = sa._SCAN_BLOCK
+  per_channel = n * -(-batch // k) * k * length
+  budget = budget_channels * per_channel
+  cc = sa._chunk_channels(channels, per_channel, budget)
+  assert cc == budget_channels and -(-channels // cc) >= 2  # several chunks
+
+  def run(core):
+    def loss(lg, th, x, m):
+      out, final = core(lg, th, x, m)
+      return jnp.sum(weights * out) + jnp.sum(final), (out, final)
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3),
+                                      has_aux=True))(logits, theta, f, m0)
+
+  (_, (out, final)), grads = run(
+      lambda lg, th, x, m: sa._scan_mix(lg, th, x, m, bptt,
+                                        chunk_elements=budget))
+  (_, (ref_out, ref_final)), ref_grads = run(
+      lambda lg, th, x, m: _closed_reference(lg, th, x, m, bptt))
+  _assert_rel_close(out, ref_out, 1e-5, "outputs")
+  _assert_rel_close(final, ref_final, 1e-5, "final state")
+  for name, g, ref in zip(("logits", "alpha logits", "x", "state"), grads,
+                          ref_grads):
+    _assert_rel_close(g, ref, 1e-5, name)
+  if not bptt:  # only each sample's own term reaches the input
+    np.testing.assert_array_equal(np.asarray(grads[2]) == 0,
+                                  np.asarray(ref_grads[2]) == 0)
+
+
+def test_chunk_channels_prefers_divisors_and_bounds_the_chunk():
+  per = 3 * 1024 * 96  # N * B * L at B = 1024, L = 96
+  budget = sa._SCAN_CHUNK_ELEMENTS
+  assert sa._chunk_channels(321, per, budget) == 3    # 107 chunks
+  assert sa._chunk_channels(862, per, budget) == 2    # 431, no padding
+  assert sa._chunk_channels(7, per, budget) == 3      # 7 is prime: padded
+  assert sa._chunk_channels(2, 100, budget) == 2      # small: one chunk
+  assert sa._chunk_channels(5, 2 * budget, budget) == 1  # one per chunk
+  # A divisor whose chunks would be tiny (2 of 586 = 2 * 293 at B = 16) is
+  # not taken: even chunks under the bound, the last padded.
+  assert sa._chunk_channels(586, 3 * 16 * 96, budget) == 196
+  for channels in range(1, 200):
+    for per_channel in (1000, 30000, 300000, 3000000):
+      cc = sa._chunk_channels(channels, per_channel, budget)
+      assert 1 <= cc <= channels
+      assert cc in (1, channels) or cc * per_channel <= budget
 
 
 def test_wrong_input_shapes_raise():
