@@ -129,7 +129,7 @@ def main():
   if args.quick:
     batches, channels, rounds = [32, 128], [7, 321], min(rounds, 3)
 
-  print(f"# BSA cost: closed form vs scan (forward + backward, jitted)\n")
+  print("# BSA cost: closed form vs scan (forward + backward, jitted)\n")
   print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, "
         f"{platform.machine()}, {os.cpu_count()} CPU cores; L = "
         f"{args.length}, N = {len(sa.DEFAULT_ALPHAS)} alphas "
