@@ -34,10 +34,10 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
+from grokfast_jax.experiments import common
 from grokfast_jax.experiments.forecasting import data as fdata
 from grokfast_jax.experiments.forecasting import train
 from grokfast_jax.experiments.forecasting.config import ForecastConfig
@@ -84,25 +84,12 @@ def _pct(new: float, old: float) -> str:
   return f"{100.0 * (new - old) / old:+.1f}%"
 
 
-def _load_runs(path: Optional[str]) -> dict[str, dict]:
-  """Recorded runs by key (a truncated last line is ignored)."""
-  done = {}
-  if path and os.path.exists(path):
-    with open(path) as fh:
-      for line in fh:
-        try:
-          r = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-        done[r["key"]] = r["run"]
-  return done
-
-
 def main(argv=None) -> None:
   args = parse_args(argv)
   t_start = time.perf_counter()
   rows = []
-  done = _load_runs(args.runs)
+  done = ({k: r["run"] for k, r in common.read_records(args.runs).items()}
+          if args.runs else {})
   for ds in args.datasets:
     values, _, _ = fdata.load_ett_csv(os.path.join(args.data_dir, f"{ds}.csv"))
     for horizon in args.horizons:

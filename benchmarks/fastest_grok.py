@@ -175,15 +175,7 @@ def run_key(flags: list[str], seed: int, cap: int, after: int) -> str:
 
 def load_runs(path: Path) -> dict[str, dict[str, Any]]:
   """Recorded runs by key (a truncated last line is ignored)."""
-  runs = {}
-  if path.exists():
-    for line in path.read_text().splitlines():
-      try:
-        r = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      runs[r["key"]] = r
-  return runs
+  return common.read_records(path)
 
 
 def one_run(name: str, flags: list[str], seed: int, cap: int,
@@ -249,10 +241,8 @@ def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
   """Median and range of updates, median seconds, stability."""
   ups = [r["updates_to_95"] for r in records]
   done = sorted(u for u in ups if u is not None)
-  ranked = sorted(math.inf if u is None else u for u in ups)
-  mid = len(ranked) // 2
-  med = (ranked[mid] if len(ranked) % 2
-         else (ranked[mid - 1] + ranked[mid]) / 2) if ranked else math.inf
+  med = common.median(math.inf if u is None else u for u in ups)
+  med = math.inf if med is None else med
   later = sum(r["later_evals"] for r in records)
   lows = [r["later_min_val_acc"] for r in records
           if r["later_min_val_acc"] is not None]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from grokfast_jax import cli
+from grokfast_jax.experiments import common
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = ("baseline", "weight-decay", "grokfast-ema")
@@ -138,12 +139,6 @@ def _value(res: dict[str, Any], key: str) -> float:
   return float("inf") if value is None else float(value)
 
 
-def _median(values: list[float]) -> float:
-  v = sorted(values)
-  mid = len(v) // 2
-  return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2.0
-
-
 def summary(out_dir: Path, task: str) -> str:
   """The median over the finished seeds of each run's figures, as markdown."""
   runs: dict[str, list[dict[str, Any]]] = {r: [] for r in RUNS}
@@ -159,7 +154,7 @@ def summary(out_dir: Path, task: str) -> str:
       continue
     cells = []
     for key, _, fmt in figures:
-      m = _median([_value(r, key) for r in results])
+      m = common.median(_value(r, key) for r in results)
       cells.append("never" if m == float("inf") else fmt.format(m))
     lines.append(f"| {run} | {len(results)} | " + " | ".join(cells) + " |")
   return "\n".join(lines)

@@ -227,6 +227,25 @@ def format_steps(step: Optional[int]) -> str:
   return "n/a" if step is None else f"{step:,}"
 
 
+def read_records(path: Any) -> dict[str, dict[str, Any]]:
+  """The JSON-lines records in `path` by their ``"key"`` ({} if no file).
+
+  A line that does not parse (a run interrupted while writing) is skipped,
+  and a later record of the same key replaces an earlier one, so a record
+  appended run by run can be resumed.
+  """
+  records = {}
+  path = Path(path)
+  if path.exists():
+    for line in path.read_text().splitlines():
+      try:
+        r = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      records[r["key"]] = r
+  return records
+
+
 def median(values: Iterable[float]) -> Optional[float]:
   """Median of `values` (None if empty)."""
   v = sorted(values)
