@@ -94,7 +94,13 @@ def run_config(batch, channels, length, rounds, max_bytes):
       result["skipped"] = mem
       continue
     result[method + "_mb"] = mem / 2**20
-    jax.block_until_ready(compiled(*args))  # warm-up run
+    try:
+      jax.block_until_ready(compiled(*args))  # warm-up run
+    except jax.errors.JaxRuntimeError as err:  # the device ran out of memory
+      if "RESOURCE_EXHAUSTED" not in str(err):
+        raise
+      result[method + "_oom"] = True
+      continue
     programs[method] = (compiled, args)
   times = {m: [] for m in programs}
   for _ in range(rounds):
@@ -130,11 +136,12 @@ def main():
     batches, channels, rounds = [32, 128], [7, 321], min(rounds, 3)
 
   print("# BSA cost: closed form vs scan (forward + backward, jitted)\n")
-  print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, "
+  device = jax.devices()[0]
+  print(f"JAX {jax.__version__} on {device.platform} ({device.device_kind}), "
         f"{platform.machine()}, {os.cpu_count()} CPU cores; L = "
         f"{args.length}, N = {len(sa.DEFAULT_ALPHAS)} alphas "
         f"{sa.DEFAULT_ALPHAS}; scan block K = {sa._SCAN_BLOCK}, channel "
-        f"chunks of <= {sa._SCAN_CHUNK_ELEMENTS} EMA elements; "
+        f"chunks of <= {sa._default_chunk_elements()} EMA elements; "
         f"median of {rounds} interleaved rounds after compile + warm-up; "
         f"memory = compiled memory_analysis() temp + argument + output.\n")
   print(f"load average at the start (1, 5, 15 min): "
@@ -165,9 +172,12 @@ def main():
       closed_mb = f"({r['skipped'] / 2**20:.0f})"
     else:
       closed_ms, closed_mb = fmt(cm), fmt(cb)
+    if r.get("closed_oom"):
+      closed_ms = "out of device memory"
+    scan_ms = "out of device memory" if r.get("scan_oom") else fmt(sm)
     t_ratio = f"{cm / sm:.2f}x" if cm and sm else "-"
     m_ratio = f"{cb / sb:.2f}x" if cb and sb else "-"
-    print(f"| {r['B']} | {r['C']} | {closed_ms} | {fmt(sm)} | {t_ratio} | "
+    print(f"| {r['B']} | {r['C']} | {closed_ms} | {scan_ms} | {t_ratio} | "
           f"{closed_mb} | {fmt(sb)} | {m_ratio} | {r['auto']} | "
           f"{r['load'][0]:.1f} / {r['load'][1]:.1f} |")
   print(f"\nload average at the end (1, 5, 15 min): "

@@ -1,7 +1,20 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and the suite's numerics on accelerators."""
+
+import os
 
 import jax
 import pytest
+
+# The tests check float32 math against float32/float64 references. On a CPU
+# that is what runs; a GPU contracts float32 in a reduced-precision mode by
+# default and a TPU in bfloat16, and GPU scatter-adds (embedding gradients)
+# may sum in any order. So that the suite means the same on every backend
+# (on CPU both settings change nothing): full-precision contractions, and
+# deterministic GPU kernels (as a user needs for a bit-exact resume there).
+jax.config.update("jax_default_matmul_precision", "highest")
+if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_gpu_deterministic_ops=true").strip()
 
 
 @pytest.fixture

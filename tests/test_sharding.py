@@ -51,4 +51,6 @@ def test_filter_adds_no_collective(report, case):
 
 @pytest.mark.parametrize("case", CASES)
 def test_sharded_results_equal_a_single_device_run(report, case):
-  assert report[case]["max_diff_vs_single_device"] <= 1e-6
+  # Summation order differs with the sharding (2.6e-6 seen on a 16-core x86
+  # host for fsdp/iir, <= 1e-6 on the 2-core VM).
+  assert report[case]["max_diff_vs_single_device"] <= 1e-5
