@@ -453,17 +453,25 @@ _SCAN_BLOCK = 16
 # C = 321).
 _SCAN_CHUNK_ELEMENTS = 1 << 20
 # On a GPU (or TPU) the chunks run one after another as a device loop, and
-# small chunks starve the device: on an H100 (forward + backward, L = 96,
-# B = 1024) 2^20-element chunks (107 of them at C = 321) were 4-5x slower than
-# one chunk (C = 321: 13.7 vs 2.8 ms; C = 862: 47.6 vs 7.0 ms), and 2^26 was
-# 1.4x slower than one chunk. A single chunk is also not recomputed in the
-# backward pass. 2^27 elements (512 MiB per EMA-sized temporary) keeps
-# B = 1024, C = 321 in one chunk and bounds the temporaries beyond that.
+# small chunks starve the device: on an H100 (forward + backward, L = 96)
+# 2^20-element chunks were 5-7x slower than one chunk at B = 1024 (C = 321:
+# 107 chunks, 13.7 vs 2.8 ms; C = 862: 431 chunks, 47.6 vs 7.0 ms) and 16-28x
+# at B = 128; 2^26 (3-4 chunks at B = 1024) was 1.3-1.4x slower than one
+# chunk, which is also not recomputed in the backward pass. 2^27 elements
+# (512 MiB per EMA-sized temporary) keeps B = 1024, C = 321 in one chunk;
+# larger inputs trade the recomputation of a few chunks for temporaries that
+# stop growing with C. Not measured on a TPU.
 _SCAN_CHUNK_ELEMENTS_ACCELERATOR = 1 << 27
 
 
 def _default_chunk_elements() -> int:
-  """The "scan" method's chunk budget for the default backend."""
+  """The "scan" method's chunk budget for the default backend.
+
+  Read when the BSA program is traced. ``jax.default_backend()`` is the
+  process's backend, so a CPU computation forced on a GPU host (e.g. under
+  ``jax.default_device``) gets the accelerator's larger chunks: the same
+  result, with more memory.
+  """
   if jax.default_backend() == "cpu":
     return _SCAN_CHUNK_ELEMENTS
   return _SCAN_CHUNK_ELEMENTS_ACCELERATOR

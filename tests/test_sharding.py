@@ -53,4 +53,4 @@ def test_filter_adds_no_collective(report, case):
 def test_sharded_results_equal_a_single_device_run(report, case):
   # Summation order differs with the sharding (2.6e-6 seen on a 16-core x86
   # host for fsdp/iir, <= 1e-6 on the 2-core VM).
-  assert report[case]["max_diff_vs_single_device"] <= 1e-5
+  assert report[case]["max_diff_vs_single_device"] <= 5e-6
