@@ -73,11 +73,33 @@ def closed_kernel_bytes(batch, channels, n):
   return 4 * n * channels * (batch + 1) * batch
 
 
+def features(batch, channels, length):
+  """(B, C, L) float32 inputs: random walks along the batch (a time series)."""
+  steps = np.random.default_rng(0).normal(size=(batch, channels, length))
+  return jnp.asarray(np.cumsum(steps, axis=0) * 0.3, jnp.float32)
+
+
+def interleaved_medians_ms(programs, rounds):
+  """Median milliseconds of each program, timed in interleaved rounds.
+
+  Args:
+    programs: {name: (compiled, args)}; each round calls every program once,
+      in order, and waits for its result.
+    rounds: number of rounds.
+  """
+  times = {name: [] for name in programs}
+  for _ in range(rounds):
+    for name, (compiled, args) in programs.items():
+      start = time.perf_counter()
+      jax.block_until_ready(compiled(*args))
+      times[name].append(time.perf_counter() - start)
+  return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+
+
 def run_config(batch, channels, length, rounds, max_bytes):
   """Times and sizes both methods at one (B, C); returns a result dict."""
   n = len(sa.DEFAULT_ALPHAS)
-  steps = np.random.default_rng(0).normal(size=(batch, channels, length))
-  x = jnp.asarray(np.cumsum(steps, axis=0) * 0.3, jnp.float32)
+  x = features(batch, channels, length)
   result = {"B": batch, "C": channels,
             "auto": sa._resolve_method("auto", batch, channels)}
   programs = {}
@@ -102,14 +124,8 @@ def run_config(batch, channels, length, rounds, max_bytes):
       result[method + "_oom"] = True
       continue
     programs[method] = (compiled, args)
-  times = {m: [] for m in programs}
-  for _ in range(rounds):
-    for method, (compiled, args) in programs.items():
-      start = time.perf_counter()
-      jax.block_until_ready(compiled(*args))
-      times[method].append(time.perf_counter() - start)
-  for method, ts in times.items():
-    result[method + "_ms"] = 1e3 * statistics.median(ts)
+  for method, ms in interleaved_medians_ms(programs, rounds).items():
+    result[method + "_ms"] = ms
   return result
 
 

@@ -15,14 +15,17 @@ Usage: python benchmarks/bsa_scan_tuning.py [--batches 128,1024]
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from grokfast_jax import spectral_attention as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bsa_cost  # noqa: E402  (benchmarks/ is not a package)
 
 
 def grad_fn(method, block, chunk):
@@ -54,46 +57,37 @@ def main():
   print(f"JAX {jax.__version__} on {device.platform} ({device.device_kind}); "
         f"L = {args.length}, N = {n}; median of {args.rounds} interleaved "
         f"rounds (ms)")
-  variants = [("closed", None, None)]
+  variants = [("closed", "closed", None, None)]  # (name, method, K, budget)
   for k in (int(v) for v in args.blocks.split(",")):
     for c in args.chunks.split(","):
-      variants.append(("scan", k, 1 << 62 if c == "all" else 1 << int(c)))
+      budget = 1 << 62 if c == "all" else 1 << int(c)
+      variants.append((f"K{k}/" + ("all" if c == "all" else f"2^{c}"),
+                       "scan", k, budget))
   for c in (int(v) for v in args.channels.split(",")):
     for b in (int(v) for v in args.batches.split(",")):
-      rng = np.random.default_rng(0)
-      f = jnp.asarray(np.cumsum(rng.normal(size=(b, c, args.length)), 0) * .3,
-                      jnp.float32)
-      logits = jnp.asarray(rng.normal(size=(c, 2 * n + 1, args.length)),
-                           jnp.float32)
+      f = bsa_cost.features(b, c, args.length)
+      logits = jnp.asarray(np.random.default_rng(1).normal(
+          size=(c, 2 * n + 1, args.length)), jnp.float32)
       theta = jnp.asarray(np.log(np.array(sa.DEFAULT_ALPHAS) /
                                  (1 - np.array(sa.DEFAULT_ALPHAS))),
                           jnp.float32)[:, None].repeat(c, 1)
+      fn_args = (logits, theta, f)
       programs = {}
-      for method, k, chunk in variants:
-        if method == "closed" and 4 * n * c * b * (b + 1) > (
-            args.max_closed_gb * 1e9):
-          continue
-        name = "closed" if method == "closed" else (
-            f"K{k}/" + ("all" if chunk > 1 << 40 else f"2^{chunk.bit_length() - 1}"))
-        if method == "scan":
+      for name, method, k, budget in variants:
+        if method == "closed":
+          if bsa_cost.closed_kernel_bytes(b, c, n) > args.max_closed_gb * 1e9:
+            continue
+        else:  # the number of chunks this budget gives
           kk = min(k, b)
           cc = sa._chunk_channels(c, n * -(-b // kk) * kk * args.length,
-                                  chunk)
+                                  budget)
           name += f"({-(-c // cc)}ch)"
-        fn = grad_fn(method, k, chunk)
-        compiled = fn.lower(logits, theta, f).compile()
-        jax.block_until_ready(compiled(logits, theta, f))
-        programs[name] = compiled
-      times = {name: [] for name in programs}
-      for _ in range(args.rounds):
-        for name, compiled in programs.items():
-          start = time.perf_counter()
-          jax.block_until_ready(compiled(logits, theta, f))
-          times[name].append(1e3 * (time.perf_counter() - start))
+        compiled = grad_fn(method, k, budget).lower(*fn_args).compile()
+        jax.block_until_ready(compiled(*fn_args))  # warm-up
+        programs[name] = (compiled, fn_args)
+      medians = bsa_cost.interleaved_medians_ms(programs, args.rounds)
       print(f"B={b} C={c}: " + "  ".join(
-          f"{name}={statistics.median(ts):.2f}" for name, ts in times.items()),
-            flush=True)
-
+          f"{name}={ms:.2f}" for name, ms in medians.items()), flush=True)
 
 if __name__ == "__main__":
   main()

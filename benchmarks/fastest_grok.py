@@ -173,11 +173,6 @@ def run_key(flags: list[str], seed: int, cap: int, after: int) -> str:
   return json.dumps([flags, seed, cap, after])
 
 
-def load_runs(path: Path) -> dict[str, dict[str, Any]]:
-  """Recorded runs by key (a truncated last line is ignored)."""
-  return common.read_records(path)
-
-
 def one_run(name: str, flags: list[str], seed: int, cap: int,
             after: int) -> dict[str, Any]:
   """One fresh-process run; its record (history compacted)."""
@@ -288,7 +283,7 @@ def _rank(stats: dict[str, dict[str, Any]]) -> list[str]:
 def timing(out: Path) -> int:
   """Seconds to 95% of the `fastest` recipe, seeds 0-9, compile included."""
   out.parent.mkdir(parents=True, exist_ok=True)
-  recs = ensure(load_runs(out), out, "fastest", ["--recipe", "fastest"],
+  recs = ensure(common.read_records(out), out, "fastest", ["--recipe", "fastest"],
                 STAGE2_SEEDS, SEARCH_CAP, 0)
   print("| seed | updates to 95% | seconds to 95% (compile incl.) | first "
         "epoch (build + compile) | updates/s |\n|---|---|---|---|---|")
@@ -324,7 +319,7 @@ def main(argv=None) -> int:
     return timing(Path(args.timing))
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  runs = load_runs(out)
+  runs = common.read_records(out)
   cands, refs = dict(CANDIDATES), dict(REFERENCES)
   seeds1, seeds2, top, screen_top = STAGE1_SEEDS, STAGE2_SEEDS, TOP, SCREEN_TOP
   cap, ref_cap, after = SEARCH_CAP, REFERENCE_CAP, AFTER

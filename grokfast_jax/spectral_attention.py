@@ -273,9 +273,11 @@ class BatchedSpectralAttention(nnx.Module):
     O(B K N C L) work (linear in B) and O(log(B / K)) depth. The channels are
     independent, so they are filtered in chunks (``jax.lax.map``, each chunk
     recomputed in the backward pass by ``jax.checkpoint``) and mixed block by
-    block: the (B, N, C, L) EMAs are never stored, and the compiled forward +
-    backward needs about four times the input's size (0.5 GB at B = 1024,
-    C = 321, L = 96; 1.3 GB at C = 862), over 20x less than the closed form.
+    block: the (B, N, C, L) EMAs are never stored. On CPU the compiled
+    forward + backward needs about four times the input's size (0.5 GB at
+    B = 1024, C = 321, L = 96; 1.3 GB at C = 862), over 20x less than the
+    closed form; on an H100, where the channels run in one chunk up to about
+    that size, 1 GB at B = 1024, C = 321 (8x less than the closed form there).
   * ``"auto"`` (default) picks from the static shapes at trace time: the
     closed form for short batches of few channels (B <= 16 with C < 64), the
     scan otherwise (measured on CPU with ``benchmarks/bsa_cost.py``).

@@ -490,14 +490,12 @@ def test_chunked_scan_matches_closed_form_outputs_and_gradients(
                                   np.asarray(ref_grads[2]) == 0)
 
 
-def _primitives(jaxpr, found=None):
-  """The names of every primitive in `jaxpr` and its sub-jaxprs."""
-  found = set() if found is None else found
+def _equations(jaxpr):
+  """Every equation of `jaxpr` and of its sub-jaxprs (jit, remat, scan...)."""
   for eqn in jaxpr.eqns:
-    found.add(eqn.primitive.name)
+    yield eqn
     for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      _primitives(sub, found)
-  return found
+      yield from _equations(sub)
 
 
 @pytest.mark.parametrize("method", ["closed", "scan"])
@@ -513,16 +511,8 @@ def test_every_contraction_runs_at_full_float32_precision(method):
   # a contraction without its own precision would show DEFAULT here.
   with jax.default_matmul_precision("default"):
     jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, _x(40))
-  dots = []
-
-  def walk(jaxpr):
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == "dot_general":
-        dots.append(eqn.params["precision"])
-      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-        walk(sub)
-
-  walk(jaxpr.jaxpr)
+  dots = [eqn.params["precision"] for eqn in _equations(jaxpr.jaxpr)
+          if eqn.primitive.name == "dot_general"]
   assert dots, "no contraction found"
   highest = jax.lax.Precision.HIGHEST
   assert all(p == (highest, highest) for p in dots), dots
@@ -550,7 +540,8 @@ def test_scan_chunk_budget_follows_the_backend(monkeypatch):
     graphdef, state = nnx.split(module)
     jaxpr = jax.make_jaxpr(
         lambda st, x: nnx.merge(graphdef, st)(x))(state, _x(batch))
-    return "scan" in _primitives(jaxpr.jaxpr)
+    return any(eqn.primitive.name == "scan"
+               for eqn in _equations(jaxpr.jaxpr))
 
   assert loops(1, 41)
   assert not loops(1 << 40, 42)
