@@ -39,6 +39,7 @@ import numpy as np
 from flax import nnx
 
 from grokfast_jax import spectral_attention as sa
+from grokfast_jax.spectral_attention import _kernels
 
 METHODS = ("closed", "scan")
 
@@ -101,7 +102,7 @@ def run_config(batch, channels, length, rounds, max_bytes):
   n = len(sa.DEFAULT_ALPHAS)
   x = features(batch, channels, length)
   result = {"B": batch, "C": channels,
-            "auto": sa._resolve_method("auto", batch, channels)}
+            "auto": _kernels._resolve_method("auto", batch, channels)}
   programs = {}
   for method in METHODS:
     fn, args = make_grad_fn(channels, length, method, x)
@@ -156,8 +157,8 @@ def main():
   print(f"JAX {jax.__version__} on {device.platform} ({device.device_kind}), "
         f"{platform.machine()}, {os.cpu_count()} CPU cores; L = "
         f"{args.length}, N = {len(sa.DEFAULT_ALPHAS)} alphas "
-        f"{sa.DEFAULT_ALPHAS}; scan block K = {sa._SCAN_BLOCK}, channel "
-        f"chunks of <= {sa._default_chunk_elements()} EMA elements; "
+        f"{sa.DEFAULT_ALPHAS}; scan block K = {_kernels._SCAN_BLOCK}, channel "
+        f"chunks of <= {_kernels._default_chunk_elements()} EMA elements; "
         f"median of {rounds} interleaved rounds after compile + warm-up; "
         f"memory = compiled memory_analysis() temp + argument + output.\n")
   print(f"load average at the start (1, 5, 15 min): "

@@ -6,7 +6,8 @@ the scan at several block lengths K and chunk budgets (float32 EMA elements
 per chunk; "all" = one chunk), side by side: every variant is compiled and
 warmed up first, then all are timed in interleaved rounds and the median is
 printed. Use it to pick `_SCAN_BLOCK` and the chunk budgets for a backend
-(`_SCAN_CHUNK_ELEMENTS`, `_SCAN_CHUNK_ELEMENTS_ACCELERATOR`).
+(`_SCAN_CHUNK_ELEMENTS`, `_SCAN_CHUNK_ELEMENTS_ACCELERATOR`), all in
+`grokfast_jax/spectral_attention/_kernels.py`.
 
 Usage: python benchmarks/bsa_scan_tuning.py [--batches 128,1024]
        [--channels 7,321] [--blocks 16,64] [--chunks 20,23,26,all]
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from grokfast_jax import spectral_attention as sa
+from grokfast_jax.spectral_attention import _kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bsa_cost  # noqa: E402  (benchmarks/ is not a package)
@@ -32,11 +34,11 @@ def grad_fn(method, block, chunk):
   def loss(logits, theta, f):
     m0 = jax.lax.stop_gradient(f[0])[None].repeat(theta.shape[0], 0)
     if method == "closed":
-      emas, _ = sa._unrolled_emas(theta, f, m0, True)
-      out = sa._mix(logits, f, emas)
+      emas, _ = _kernels._unrolled_emas(theta, f, m0, True)
+      out = _kernels._mix(logits, f, emas)
     else:
-      out, _ = sa._scan_mix(logits, theta, f, m0, True, block=block,
-                            chunk_elements=chunk)
+      out, _ = _kernels._scan_mix(logits, theta, f, m0, True, block=block,
+                                  chunk_elements=chunk)
     return jnp.mean(out ** 2)
   return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
 
@@ -79,8 +81,8 @@ def main():
             continue
         else:  # the number of chunks this budget gives
           kk = min(k, b)
-          cc = sa._chunk_channels(c, n * -(-b // kk) * kk * args.length,
-                                  budget)
+          cc = _kernels._chunk_channels(
+              c, n * -(-b // kk) * kk * args.length, budget)
           name += f"({-(-c // cc)}ch)"
         compiled = grad_fn(method, k, budget).lower(*fn_args).compile()
         jax.block_until_ready(compiled(*fn_args))  # warm-up

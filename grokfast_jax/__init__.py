@@ -41,6 +41,7 @@ from grokfast_jax.transforms import (
     project_weight_norm,
 )
 
+# The one place the version is written; pyproject.toml reads it from here.
 __version__ = "0.1.0"
 
 __all__ = [

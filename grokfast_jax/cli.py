@@ -1,7 +1,7 @@
 """The `grokfast-jax` command line: a thin dispatcher over the experiments.
 
-Each experiment package exposes `add_parsers(subparsers)`, which adds its
-subcommands and sets `func` on them; this module only wires them together.
+Every task of :mod:`grokfast_jax.experiments.registry` gets its subcommands
+from the experiment harness; this module only wires them together.
 """
 
 from __future__ import annotations
@@ -11,29 +11,23 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
-# Experiment packages whose `train` module registers subcommands.
-_EXPERIMENTS = (
-    "grokfast_jax.experiments.modular.train",
-    "grokfast_jax.experiments.mnist.train",
-    "grokfast_jax.experiments.qm9.train",
-    "grokfast_jax.experiments.imdb.train",
-    "grokfast_jax.experiments.forecasting.train",
-)
+from grokfast_jax.experiments import registry
 
 
 def build_parser() -> argparse.ArgumentParser:
+  from grokfast_jax.experiments import harness
   parser = argparse.ArgumentParser(
       prog="grokfast-jax",
       description="Grokfast experiments: baseline vs gradient-filtered runs.")
   sub = parser.add_subparsers(dest="command", required=True)
-  for name in _EXPERIMENTS:
+  for name, module in registry.TASKS.items():
     try:
-      module = importlib.import_module(name)
+      mod = importlib.import_module(module)
     except ModuleNotFoundError as e:
-      if e.name and name.startswith(e.name):
-        continue  # experiment not present in this build
+      if e.name and module.startswith(e.name):
+        continue  # task not present in this build
       raise
-    module.add_parsers(sub)
+    harness.add_parsers(sub, mod.TASK)
   return parser
 
 

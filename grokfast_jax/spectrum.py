@@ -5,7 +5,7 @@ gradient over training steps drives generalization. This module measures
 that: :func:`record_gradients` is a pass-through transform that keeps a ring
 buffer of a few sampled gradient coordinates, :func:`gradient_spectrum` turns
 it into a mean power spectrum, and :func:`plot_spectrum` draws it with the
-power gain of candidate filters (see :mod:`grokfast_jax.filters.design`).
+power gain of candidate filters (see :mod:`grokfast_jax.filters`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from grokfast_jax import _common
-from grokfast_jax.filters import design
+from grokfast_jax.filters import _design
 
 
 @jax.tree_util.register_static
@@ -297,8 +297,8 @@ def plot_spectrum(
   if filters:
     gain_ax = ax.twinx()
     for label, (b, a) in filters.items():
-      b_n, a_n = design.normalize_coefficients(b, a, check_stable=False)
-      gain = np.abs(design._response_at(b_n, a_n, freqs[keep])) ** 2
+      b_n, a_n = _design.normalize_coefficients(b, a, check_stable=False)
+      gain = np.abs(_design._response_at(b_n, a_n, freqs[keep])) ** 2
       lines += gain_ax.plot(freqs[keep], gain, "--", label=f"{label} |H|²")
     gain_ax.set_yscale("log")
     gain_ax.set_ylabel("filter power gain |H(f)|²")

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from grokfast_jax import spectral_attention as sa
+from grokfast_jax.spectral_attention import _kernels
 
 ALPHAS = (0.9, 0.99, 0.999)
 C, L = 3, 5
@@ -329,16 +330,16 @@ def test_bad_method_raises(method):
 
 
 def test_auto_method_picks_from_the_batch_size():
-  assert sa._resolve_method("closed", 4096, 7) == "closed"
-  assert sa._resolve_method("scan", 1, 7) == "scan"
+  assert _kernels._resolve_method("closed", 4096, 7) == "closed"
+  assert _kernels._resolve_method("scan", 1, 7) == "scan"
   for channels in (1, 7, 63):
-    assert sa._resolve_method("auto", 1, channels) == "closed"
-    assert sa._resolve_method("auto", 16, channels) == "closed"
+    assert _kernels._resolve_method("auto", 1, channels) == "closed"
+    assert _kernels._resolve_method("auto", 16, channels) == "closed"
   for channels in (1, 7, 63, 64, 321):
-    assert sa._resolve_method("auto", 17, channels) == "scan"
-    assert sa._resolve_method("auto", 1024, channels) == "scan"
-  assert sa._resolve_method("auto", 1, 64) == "scan"
-  assert sa._resolve_method("auto", 16, 321) == "scan"
+    assert _kernels._resolve_method("auto", 17, channels) == "scan"
+    assert _kernels._resolve_method("auto", 1024, channels) == "scan"
+  assert _kernels._resolve_method("auto", 1, 64) == "scan"
+  assert _kernels._resolve_method("auto", 16, 321) == "scan"
   bsa = sa.BatchedSpectralAttention(C, L, rngs=nnx.Rngs(0))
   assert bsa.method == "auto"
 
@@ -419,7 +420,7 @@ def test_scan_blocks_match_a_float64_recursion(block):
   f = _x(300, seed=6, c=2, length=3) + 10.0
   m0 = jnp.asarray(np.random.default_rng(7).normal(size=(4, 2, 3)),
                    jnp.float32)
-  emas, final = jax.jit(sa._scan_emas, static_argnums=(3, 4))(
+  emas, final = jax.jit(_kernels._scan_emas, static_argnums=(3, 4))(
       theta, f, m0, True, block)
   ref = [np.asarray(m0, np.float64)]
   a = alphas[:, None, None]
@@ -434,8 +435,8 @@ def test_scan_blocks_match_a_float64_recursion(block):
 
 
 def _closed_reference(logits, theta, f, m0, bptt):
-  emas, final = sa._unrolled_emas(theta, f, m0, bptt)
-  return sa._mix(logits, f, emas), final
+  emas, final = _kernels._unrolled_emas(theta, f, m0, bptt)
+  return _kernels._mix(logits, f, emas), final
 
 
 @pytest.mark.parametrize("batch, channels, budget_channels, bptt", [
@@ -462,10 +463,10 @@ def test_chunked_scan_matches_closed_form_outputs_and_gradients(
   f = _x(batch, seed=12, c=channels, length=length) + 2.0
   m0 = jnp.asarray(rng.normal(size=(n, channels, length)), jnp.float32)
   weights = jnp.asarray(rng.normal(size=f.shape), jnp.float32)
-  k = sa._SCAN_BLOCK
+  k = _kernels._SCAN_BLOCK
   per_channel = n * -(-batch // k) * k * length
   budget = budget_channels * per_channel
-  cc = sa._chunk_channels(channels, per_channel, budget)
+  cc = _kernels._chunk_channels(channels, per_channel, budget)
   assert cc == budget_channels and -(-channels // cc) >= 2  # several chunks
 
   def run(core):
@@ -476,8 +477,8 @@ def test_chunked_scan_matches_closed_form_outputs_and_gradients(
                                       has_aux=True))(logits, theta, f, m0)
 
   (_, (out, final)), grads = run(
-      lambda lg, th, x, m: sa._scan_mix(lg, th, x, m, bptt,
-                                        chunk_elements=budget))
+      lambda lg, th, x, m: _kernels._scan_mix(lg, th, x, m, bptt,
+                                              chunk_elements=budget))
   (_, (ref_out, ref_final)), ref_grads = run(
       lambda lg, th, x, m: _closed_reference(lg, th, x, m, bptt))
   _assert_rel_close(out, ref_out, 1e-5, "outputs")
@@ -520,21 +521,21 @@ def test_every_contraction_runs_at_full_float32_precision(method):
 
 def test_scan_chunk_budget_follows_the_backend(monkeypatch):
   monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-  assert sa._default_chunk_elements() == sa._SCAN_CHUNK_ELEMENTS
+  assert _kernels._default_chunk_elements() == _kernels._SCAN_CHUNK_ELEMENTS
   for backend in ("gpu", "tpu"):
     monkeypatch.setattr(jax, "default_backend", lambda b=backend: b)
-    assert (sa._default_chunk_elements()
-            == sa._SCAN_CHUNK_ELEMENTS_ACCELERATOR)
+    assert (_kernels._default_chunk_elements()
+            == _kernels._SCAN_CHUNK_ELEMENTS_ACCELERATOR)
   # B = 1024, C = 321 is one chunk on an accelerator, 107 on a CPU.
   per = 3 * 1024 * 96
-  assert sa._chunk_channels(321, per,
-                            sa._SCAN_CHUNK_ELEMENTS_ACCELERATOR) == 321
+  assert _kernels._chunk_channels(
+      321, per, _kernels._SCAN_CHUNK_ELEMENTS_ACCELERATOR) == 321
 
   # The scan takes its budget from the backend: chunks (a loop) under a tiny
   # budget, one chunk (no loop) under a huge one. (The budget is read when
   # the jitted core is traced: a new batch size per call forces a trace.)
   def loops(budget, batch):
-    monkeypatch.setattr(sa, "_default_chunk_elements", lambda: budget)
+    monkeypatch.setattr(_kernels, "_default_chunk_elements", lambda: budget)
     module = sa.BatchedSpectralAttention(C, L, method="scan",
                                          rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(module)
@@ -549,18 +550,18 @@ def test_scan_chunk_budget_follows_the_backend(monkeypatch):
 
 def test_chunk_channels_prefers_divisors_and_bounds_the_chunk():
   per = 3 * 1024 * 96  # N * B * L at B = 1024, L = 96
-  budget = sa._SCAN_CHUNK_ELEMENTS
-  assert sa._chunk_channels(321, per, budget) == 3    # 107 chunks
-  assert sa._chunk_channels(862, per, budget) == 2    # 431, no padding
-  assert sa._chunk_channels(7, per, budget) == 3      # 7 is prime: padded
-  assert sa._chunk_channels(2, 100, budget) == 2      # small: one chunk
-  assert sa._chunk_channels(5, 2 * budget, budget) == 1  # one per chunk
+  budget = _kernels._SCAN_CHUNK_ELEMENTS
+  assert _kernels._chunk_channels(321, per, budget) == 3    # 107 chunks
+  assert _kernels._chunk_channels(862, per, budget) == 2    # 431, no padding
+  assert _kernels._chunk_channels(7, per, budget) == 3      # 7 is prime: padded
+  assert _kernels._chunk_channels(2, 100, budget) == 2      # small: one chunk
+  assert _kernels._chunk_channels(5, 2 * budget, budget) == 1  # one per chunk
   # A divisor whose chunks would be tiny (2 of 586 = 2 * 293 at B = 16) is
   # not taken: even chunks under the bound, the last padded.
-  assert sa._chunk_channels(586, 3 * 16 * 96, budget) == 196
+  assert _kernels._chunk_channels(586, 3 * 16 * 96, budget) == 196
   for channels in range(1, 200):
     for per_channel in (1000, 30000, 300000, 3000000):
-      cc = sa._chunk_channels(channels, per_channel, budget)
+      cc = _kernels._chunk_channels(channels, per_channel, budget)
       assert 1 <= cc <= channels
       assert cc in (1, channels) or cc * per_channel <= budget
 

@@ -1,14 +1,14 @@
 """Grokfast gradient filters (EMA, MA, any IIR) and their design helpers."""
 
-from grokfast_jax.filters.design import (
+from grokfast_jax.filters._design import (
     butterworth,
     ema_coefficients,
     frequency_response,
     lfilter_zi,
 )
-from grokfast_jax.filters.ema import GrokfastEmaState, grokfast_ema
-from grokfast_jax.filters.iir import GrokfastIirState, grokfast_iir
-from grokfast_jax.filters.ma import GrokfastMaState, grokfast_ma
+from grokfast_jax.filters._ema import GrokfastEmaState, grokfast_ema
+from grokfast_jax.filters._iir import GrokfastIirState, grokfast_iir
+from grokfast_jax.filters._ma import GrokfastMaState, grokfast_ma
 
 __all__ = [
     "GrokfastEmaState",

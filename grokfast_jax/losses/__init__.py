@@ -1,5 +1,5 @@
 """Losses: StableMax cross-entropy."""
 
-from grokfast_jax.losses.stablemax import stablemax, stablemax_cross_entropy
+from grokfast_jax.losses._stablemax import stablemax, stablemax_cross_entropy
 
 __all__ = ["stablemax", "stablemax_cross_entropy"]

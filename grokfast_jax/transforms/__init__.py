@@ -1,7 +1,7 @@
 """Transforms beyond the Grokfast filters: ⊥Grad, weight-norm bounds."""
 
-from grokfast_jax.transforms.orthograd import orthograd
-from grokfast_jax.transforms.weight_norm import (
+from grokfast_jax.transforms._orthograd import orthograd
+from grokfast_jax.transforms._weight_norm import (
     ConstrainWeightNormState,
     constrain_weight_norm,
     project_weight_norm,

@@ -15,7 +15,8 @@ import jax  # noqa: E402
 from jax.sharding import NamedSharding  # noqa: E402
 
 from grokfast_jax.experiments.modular import config as config_lib  # noqa: E402
-from grokfast_jax.experiments.modular import train as train_lib  # noqa: E402
+from grokfast_jax.experiments import harness  # noqa: E402
+from grokfast_jax.experiments.modular import task as train_lib  # noqa: E402
 
 
 def spec(x):
@@ -31,7 +32,8 @@ def main():
     cfg = config_lib.paper_config(
         "ma", window_size=5, p=11, batch_size=16, depth=1, width=32, heads=2,
         max_steps=24, mesh=mesh)
-    result, params, opt_state = train_lib.train(cfg, progress=False)
+    run = harness.train(train_lib.TASK, cfg, progress=False)
+    result, (params, opt_state) = run.results, run.state
     kernel = params["blocks"][0]["fc1"]["kernel"]
     window = opt_state[0].window["blocks"][0]["fc1"]["kernel"]
     report[mesh] = {

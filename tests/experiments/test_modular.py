@@ -13,7 +13,8 @@ from flax import nnx
 from grokfast_jax.experiments.modular import config as config_lib
 from grokfast_jax.experiments.modular import data as data_lib
 from grokfast_jax.experiments.modular import model as model_lib
-from grokfast_jax.experiments.modular import train as train_lib
+from grokfast_jax.experiments.modular import optimizers
+from grokfast_jax.experiments.modular import task as train_lib
 
 # ---------------------------------------------------------------- data
 
@@ -211,13 +212,13 @@ def test_epoch_batches_cover_each_example_once():
 
 def test_optimizer_chain_and_lr_warmup():
   cfg = config_lib.paper_config("ema")
-  sched = train_lib.lr_schedule(cfg)
+  sched = optimizers.lr_schedule(cfg)
   assert float(sched(0)) == 0.0
   np.testing.assert_allclose(float(sched(5)), 5e-4)
   np.testing.assert_allclose(float(sched(10)), 1e-3)
   np.testing.assert_allclose(float(sched(1000)), 1e-3)
   # Coupled L2: first real update (count 1) equals Adam on g + wd * w.
-  tx = train_lib.make_optimizer(dataclasses.replace(cfg, lamb=0.0))
+  tx = optimizers.make_optimizer(dataclasses.replace(cfg, lamb=0.0))
   w = {"w": jnp.array([1.0, -2.0])}
   g = {"w": jnp.array([0.5, 0.25])}
   state = tx.init(w)

@@ -16,7 +16,8 @@ from grokfast_jax import cli
 from grokfast_jax.experiments.modular import config as config_lib
 from grokfast_jax.experiments.modular import optimizers
 from grokfast_jax.experiments.modular import recipes
-from grokfast_jax.experiments.modular import train as train_lib
+from grokfast_jax.experiments import harness
+from grokfast_jax.experiments.modular import task as train_lib
 
 # p=11 (55 training equations, one update an epoch), one small block.
 TINY = ["--p", "11", "--depth", "1", "--width", "16", "--heads", "2",
@@ -88,7 +89,7 @@ def test_fastest_is_the_search_winner_as_benchmarked():
 
 def test_paper_ema_chain_is_bit_identical_to_the_earlier_optimizer():
   cfg = recipes.resolve("paper-ema")
-  tx = train_lib.make_optimizer(cfg)  # still importable from train
+  tx = optimizers.make_optimizer(cfg)
   ref = optax.chain(
       gj.grokfast_ema(alpha=0.98, lamb=2.0), optax.add_decayed_weights(0.005),
       optax.scale_by_adam(b1=0.9, b2=0.98, eps=1e-8),
@@ -133,7 +134,7 @@ def test_should_stop_after_target():
 
 def _cfg(*argv):
   args = cli.build_parser().parse_args(["modular", *argv])
-  return train_lib._config_from_args(args, args.filter, args.stop_at_target)
+  return train_lib.make_config(harness.given_from_args(train_lib.TASK, args))
 
 
 def test_recipe_then_explicit_flags():
@@ -164,8 +165,8 @@ def test_recipe_then_explicit_flags():
     (["--filter", "iir", "--cutoff", "1.5"], "--cutoff"),
     (["--filter", "iir", "--order", "0"], "--order"),
     (["--after-target", "5"], "--after-target"),
+    (["--recipe", "nope"], "--recipe"),
     (["--optimizer", "lion", "--decoupled-wd"], "--decoupled-wd"),
-    (["--record-spectrum", "--checkpoint-dir", "CKPT"], "--record-spectrum"),
     (["--max-weight-norm", "2", "--weight-norm-scope", "all",
       "--weight-norm-axis", "column"], "--weight-norm-scope"),
 ])
@@ -178,7 +179,6 @@ def test_bad_values_exit_2_with_one_line_naming_the_flag(argv, flag, tmp_path,
 
 
 @pytest.mark.parametrize("argv", [["--optimizer", "sgd"], ["--loss", "mse"],
-                                  ["--recipe", "nope"],
                                   ["--weight-norm-axis", "2"]])
 def test_bad_choices_are_argparse_errors(argv, capsys):
   with pytest.raises(SystemExit) as e:
@@ -187,6 +187,11 @@ def test_bad_choices_are_argparse_errors(argv, capsys):
 
 
 # ------------------------------------------------------- training runs
+
+
+def _train(cfg):
+  run = harness.train(train_lib.TASK, cfg, progress=False)
+  return run.results, run.state[0], run.state[1]
 
 
 def test_cli_runs_adamw_orthograd_stablemax_iir(tmp_path):
@@ -225,7 +230,7 @@ def test_weight_rows_stay_bounded_muon_and_after_target():
   cfg = recipes.resolve("weight-norm", max_weight_norm=bound,
                         optimizer="muon", lr=1e-2, stop_at_target=True,
                         target=0.01, after_target=2, max_steps=50, **TINY_CFG)
-  result, params, _ = train_lib.train(cfg, progress=False)
+  result, params, _ = _train(cfg)
   # Chance accuracy reaches 1% at the first epoch; then 2 more updates.
   assert [h["step"] for h in result["history"]] == [1, 2, 3]
   mask = optimizers.constrained_leaves(params)
@@ -243,7 +248,7 @@ def test_clip_to_grok_scope_all_sets_rows_at_init_and_clips_all_but_edges():
   leaf but the token embeddings and the head clipped after each update."""
   cfg = recipes.resolve("lion-clip", lr=0.2, max_steps=20, **TINY_CFG)
   assert cfg.weight_norm_scope == "all"
-  result, params, _ = train_lib.train(cfg, progress=False)
+  result, params, _ = _train(cfg)
   assert len(result["history"]) == 20  # p=11: one update an epoch
   model_params = train_lib.init_model(cfg)
   model_params = (model_params[1] if isinstance(model_params, tuple)

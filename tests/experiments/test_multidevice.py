@@ -66,10 +66,11 @@ def test_bad_mesh_settings_raise_clear_errors():
 
 def test_cli_passes_the_mesh_through():
   from grokfast_jax import cli
-  from grokfast_jax.experiments.modular import train as train_lib
+  from grokfast_jax.experiments import harness
+  from grokfast_jax.experiments.modular import task as task_lib
   args = cli.build_parser().parse_args(
       ["modular", "--mesh", "fsdp", "--devices", "4", "--distributed"])
-  cfg = train_lib._config_from_args(args, "ema", False)
+  cfg = task_lib.make_config(harness.given_from_args(task_lib.TASK, args))
   assert (cfg.mesh, cfg.devices, args.distributed) == ("fsdp", 4, True)
 
 

@@ -6,6 +6,8 @@ import dataclasses
 import math
 from typing import Any, Mapping, Optional, Sequence
 
+from grokfast_jax.experiments.harness import option
+
 FILTERS = ("none", "ema", "ma", "iir")
 OPTIMIZERS = ("adam", "adamw", "lion", "muon")
 LOSSES = ("ce", "stablemax")
@@ -41,6 +43,10 @@ UNCHECKED_FIELDS = ("recipe", "after_target")
 
 
 MESHES = ("none", "dp", "fsdp")
+_TASK = "task"
+_METHOD = ("training method (default: the paper's Adam; flags override "
+           "--recipe)")
+_SHAPE = "model shape (defaults: the paper's 2 blocks, width 128, 4 heads)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,42 +109,77 @@ class ModularConfig:
       :mod:`~grokfast_jax.experiments.modular.recipes`), or None.
   """
 
-  op: str = "*"
-  p: int = 97
-  train_fraction: float = 0.5
-  filter: str = "none"
-  alpha: float = 0.98
-  lamb: float = 0.0
-  window_size: int = 100
-  weight_decay: float = 0.0
-  decoupled_wd: bool = False
-  seed: int = 0
-  max_steps: int = 3000
-  stop_at_target: bool = False
-  target: float = 0.95
-  batch_size: int = 512
-  lr: float = 1e-3
-  beta1: float = 0.9
-  beta2: float = 0.98
-  eps: float = 1e-8
-  warmup_steps: int = 10
-  depth: int = 2
-  width: int = 128
-  heads: int = 4
-  mlp_ratio: int = 4
-  mesh: str = "none"
-  devices: int = 0
-  optimizer: str = "adam"
-  orthograd: bool = False
-  loss: str = "ce"
-  max_weight_norm: Optional[float] = None
-  weight_norm_axis: str = "row"
-  weight_norm_scope: str = "blocks"
-  iir_order: int = 2
-  iir_cutoff: float = 0.0064
-  record_spectrum: bool = False
-  after_target: int = 0
-  recipe: Optional[str] = None
+  op: str = option("*", "operator of x op y mod p ('/' uses the modular "
+                   "inverse of y; default '*')", choices=("*", "+", "-", "/"),
+                   group=_TASK)
+  p: int = option(97, "prime modulus >= 3 (default 97)", group=_TASK)
+  train_fraction: float = option(
+      0.5, "fraction of equations for training, in (0, 1) (default 0.5)",
+      group=_TASK)
+  filter: str = option("none", "gradient filter (default: the recipe's, "
+                       "else ema)", choices=FILTERS)
+  alpha: float = option(0.98, "EMA momentum (default 0.98)")
+  lamb: float = option(0.0, "amplification (default: ema 2, ma 5, iir 2)")
+  window_size: int = option(100, "MA window (default 100)")
+  weight_decay: float = option(0.0, "weight decay (default: none 0, ema "
+                               "0.005, ma 0.01)")
+  decoupled_wd: bool = option(False, "AdamW-style decoupled weight decay "
+                              "instead of coupled L2 added to the gradient")
+  seed: int = option(0, "seed (default 0)", group=_TASK)
+  max_steps: int = option(3000, "updates to run, rounded up to whole epochs "
+                          "(default 3000; compare: 2000)")
+  stop_at_target: bool = option(
+      False, "stop at the first evaluation with val acc >= 95%%")
+  target: float = option(0.95, cli=False)
+  batch_size: int = option(512, cli=False)
+  lr: float = option(1e-3, "learning rate after the 10-update warm-up "
+                     "(default 1e-3, the paper's)", group=_METHOD)
+  beta1: float = option(0.9, cli=False)
+  beta2: float = option(0.98, cli=False)
+  eps: float = option(1e-8, cli=False)
+  warmup_steps: int = option(10, cli=False)
+  depth: int = option(2, group=_SHAPE)
+  width: int = option(128, group=_SHAPE)
+  heads: int = option(4, group=_SHAPE)
+  mlp_ratio: int = option(4, cli=False)
+  mesh: str = option("none", cli=False)
+  devices: int = option(0, cli=False)
+  optimizer: str = option(
+      "adam", "adam (default: the paper's, coupled L2), adamw, lion, muon "
+      "(Muon on the blocks' kernels, AdamW on the rest)", choices=OPTIMIZERS,
+      group=_METHOD)
+  orthograd: bool = option(False, "⊥Grad on the raw gradient, before the "
+                           "filter", group=_METHOD)
+  loss: str = option("ce", "ce (default) or stablemax cross-entropy",
+                     choices=LOSSES, group=_METHOD)
+  max_weight_norm: Optional[float] = option(
+      None, "bound the norm of every weight row of the blocks' Linear "
+      "kernels by X (initial params projected, each update projected last; "
+      "embeddings, head, biases and LayerNorms free)", metavar="X",
+      group=_METHOD)
+  weight_norm_axis: str = option(
+      "row", "row (default: each output unit's incoming weights, axis 0 of "
+      "a Flax [in, out] kernel), column (axis 1) or matrix (the whole "
+      "kernel)", choices=tuple(WEIGHT_NORM_AXES), group=_METHOD)
+  weight_norm_scope: str = option(
+      "blocks", "blocks (default: the blocks' Linear kernels) or all (the "
+      "Clip-to-Grok reference: every leaf's rows set to norm X at init, "
+      "every leaf but the token embeddings and the head clipped after each "
+      "update)", choices=WEIGHT_NORM_SCOPES, group=_METHOD)
+  iir_order: int = option(2, "Butterworth order of --filter iir (default 2)",
+                          flag="--order", group=_METHOD)
+  iir_cutoff: float = option(
+      0.0064, "Butterworth cutoff of --filter iir, a fraction of the "
+      "Nyquist frequency in (0, 1) (default 0.0064)", flag="--cutoff",
+      group=_METHOD)
+  record_spectrum: bool = option(
+      False, "record raw-gradient coordinates; write OUT/spectrum.png and "
+      "the spectrum in results.json", group=_METHOD)
+  after_target: int = option(
+      0, "with --stop-at-target, go on N more updates after first reaching "
+      "95%% (default 0)", metavar="N")
+  recipe: Optional[str] = option(None, "start from a named recipe (flags "
+                                 "override it)", group=_METHOD)
 
   def __post_init__(self):
     for name, allowed in (("filter", FILTERS), ("optimizer", OPTIMIZERS),

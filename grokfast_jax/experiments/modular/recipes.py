@@ -49,8 +49,7 @@ fastest        The fastest recipe ``benchmarks/fastest_grok.py`` found (stage
 
 from __future__ import annotations
 
-import argparse
-from typing import Any, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 from grokfast_jax.experiments.modular import config as config_lib
 
@@ -152,65 +151,15 @@ def resolve(recipe: Optional[str] = None, filter: Optional[str] = None, *,
   return ModularConfig(filter=f, recipe=recipe, **d)
 
 
-# ------------------------------------------------------------ command line
+# ------------------------------------------------------------ from flags
 
 # Flags whose name is not the field's with dashes.
 _FLAGS = {"beta1": "--betas", "beta2": "--betas", "iir_order": "--order",
           "iir_cutoff": "--cutoff"}
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-  """Adds ``--recipe`` and the training-method flags to `parser`."""
-  g = parser.add_argument_group(
-      "training method (default: the paper's Adam; flags override --recipe)")
-  g.add_argument("--recipe", default=None, choices=sorted(RECIPES),
-                 help="start from a named recipe: " + "; ".join(
-                     f"{k}: {r.summary}" for k, r in RECIPES.items()))
-  g.add_argument("--optimizer", default=None,
-                 choices=config_lib.OPTIMIZERS,
-                 help="adam (default: the paper's, coupled L2), adamw, lion, "
-                 "muon (Muon on the blocks' kernels, AdamW on the rest)")
-  g.add_argument("--lr", type=float, default=None,
-                 help="learning rate after the 10-update warm-up "
-                 "(default 1e-3, the paper's)")
-  g.add_argument("--betas", default=None, metavar="B1,B2",
-                 help="the optimizer's two betas (default 0.9,0.98)")
-  g.add_argument("--orthograd", action="store_true",
-                 help="⊥Grad on the raw gradient, before the filter")
-  g.add_argument("--loss", default=None, choices=config_lib.LOSSES,
-                 help="ce (default) or stablemax cross-entropy")
-  g.add_argument("--max-weight-norm", type=float, default=None,
-                 metavar="X", help="bound the norm of every weight row of "
-                 "the blocks' Linear kernels by X (initial params projected, "
-                 "each update projected last; embeddings, head, biases and "
-                 "LayerNorms free)")
-  g.add_argument("--weight-norm-axis", default=None,
-                 choices=tuple(config_lib.WEIGHT_NORM_AXES),
-                 help="row (default: each output unit's incoming weights, "
-                 "axis 0 of a Flax [in, out] kernel), column (axis 1) or "
-                 "matrix (the whole kernel)")
-  g.add_argument("--weight-norm-scope", default=None,
-                 choices=config_lib.WEIGHT_NORM_SCOPES,
-                 help="blocks (default: the blocks' Linear kernels) or all "
-                 "(the Clip-to-Grok reference: every leaf's rows set to norm "
-                 "X at init, every leaf but the token embeddings and the "
-                 "head clipped after each update)")
-  g.add_argument("--order", type=int, default=None,
-                 help="Butterworth order of --filter iir (default 2)")
-  g.add_argument("--cutoff", type=float, default=None,
-                 help="Butterworth cutoff of --filter iir, a fraction of "
-                 "the Nyquist frequency in (0, 1) (default 0.0064)")
-  g.add_argument("--record-spectrum", action="store_true",
-                 help="record raw-gradient coordinates; write "
-                 "OUT/spectrum.png and the spectrum in results.json")
-  g.add_argument("--after-target", type=int, default=None, metavar="N",
-                 help="with --stop-at-target, go on N more updates after "
-                 "first reaching 95%% (default 0)")
-
-
-def _betas(text: Optional[str]) -> tuple[Optional[float], Optional[float]]:
-  if text is None:
-    return None, None
+def parse_betas(text: str) -> tuple[float, float]:
+  """``"B1,B2"`` as two floats (the ``--betas`` flag)."""
   try:
     b1, b2 = (float(x) for x in text.split(","))
   except ValueError:
@@ -219,31 +168,21 @@ def _betas(text: Optional[str]) -> tuple[Optional[float], Optional[float]]:
   return b1, b2
 
 
-def config_from_args(args: argparse.Namespace, filter: Optional[str],
-                     stop_at_target: bool, **fixed: Any) -> ModularConfig:
-  """The config of a ``modular`` or ``compare`` command line.
+def config_from_given(given: Mapping[str, Any], filter: Optional[str],
+                      **fixed: Any) -> ModularConfig:
+  """The config of the flags a user gave (field -> value; ``betas`` a
+  ``"B1,B2"`` text): the recipe's, then the flags (see :func:`resolve`).
 
   Raises:
     ValueError: a bad value, with the message naming its flag.
   """
-  b1, b2 = _betas(args.betas)
-  overrides = dict(
-      alpha=args.alpha, lamb=args.lamb, window_size=args.window_size,
-      weight_decay=args.weight_decay, decoupled_wd=args.decoupled_wd or None,
-      optimizer=args.optimizer, lr=args.lr, beta1=b1, beta2=b2,
-      orthograd=args.orthograd or None, loss=args.loss,
-      max_weight_norm=args.max_weight_norm,
-      weight_norm_axis=args.weight_norm_axis,
-      weight_norm_scope=args.weight_norm_scope, iir_order=args.order,
-      iir_cutoff=args.cutoff, record_spectrum=args.record_spectrum or None,
-      after_target=args.after_target)
+  overrides = {k: v for k, v in given.items()
+               if k not in ("recipe", "filter", "betas", "filters")}
+  if given.get("betas") is not None:
+    overrides["beta1"], overrides["beta2"] = parse_betas(given["betas"])
+  overrides.update(fixed)
   try:
-    return resolve(
-        args.recipe, filter, **overrides, op=args.op, p=args.p,
-        train_fraction=args.train_fraction, seed=args.seed,
-        max_steps=args.max_steps, stop_at_target=stop_at_target,
-        depth=args.depth, width=args.width, heads=args.heads, mesh=args.mesh,
-        devices=args.devices, **fixed)
+    return resolve(given.get("recipe"), filter, **overrides)
   except ValueError as e:
     text = str(e)
     field = text.split(" ", 1)[0]

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from grokfast_jax import _common
-from grokfast_jax.filters import design
+from grokfast_jax.filters import _design
 
 
 class GrokfastIirState(NamedTuple):
@@ -105,8 +105,8 @@ def grokfast_iir(
     MA and EMA). Direct form II transposed and the steady-state start as in
     ``scipy.signal.lfilter`` and ``scipy.signal.lfilter_zi``.
   """
-  b_n, a_n = design.normalize_coefficients(b, a)
-  zi = design.lfilter_zi(b_n, a_n)
+  b_n, a_n = _design.normalize_coefficients(b, a)
+  zi = _design.lfilter_zi(b_n, a_n)
   order = len(a_n) - 1
   _common.check_in_range("lamb", lamb, lo=0.0, hi=float("inf"), hi_open=True)
   accumulator_dtype = _common.canonical_dtype(accumulator_dtype)

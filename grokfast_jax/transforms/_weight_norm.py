@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from grokfast_jax import _common
-from grokfast_jax.transforms.orthograd import needs_params_error
+from grokfast_jax.transforms._orthograd import needs_params_error
 
 Axis = Optional[Union[int, tuple[int, ...]]]
 
