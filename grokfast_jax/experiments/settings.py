@@ -4,17 +4,14 @@ Validation and defaults of the filter knobs (:func:`check`,
 :func:`check_optimizer_settings`, :func:`config_with_defaults`), the names
 and settings dicts built from them (:class:`FilterSettingsMixin`), the
 filter in front of AdamW (:func:`grokfast_filter`, :func:`filtered_adamw`),
-the carried :class:`TrainState` and the command-line options of the filter
-and the output (:func:`add_filter_args`, :func:`add_output_args`).
+and the carried :class:`TrainState`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import math
-import sys
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence
 
 if TYPE_CHECKING:
@@ -239,54 +236,3 @@ class TrainState(NamedTuple):
   params: nnx.State
   opt_state: optax.OptState
   key: jax.Array
-
-
-def add_filter_args(p: argparse.ArgumentParser, *, alpha_help: str,
-                    lamb_help: str, weight_decay_help: str,
-                    seed_help: Optional[str] = None) -> None:
-  """Adds ``--alpha``, ``--lamb``, ``--window-size`` and ``--weight-decay``
-  (then ``--seed`` if `seed_help` is given), each defaulting to None.
-
-  Args:
-    p: the parser.
-    alpha_help: help of ``--alpha``.
-    lamb_help: help of ``--lamb``.
-    weight_decay_help: help of ``--weight-decay``.
-    seed_help: help of ``--seed``; None leaves ``--seed`` out.
-  """
-  p.add_argument("--alpha", type=float, default=None, help=alpha_help)
-  p.add_argument("--lamb", type=float, default=None, help=lamb_help)
-  p.add_argument("--window-size", type=int, default=None,
-                 help="Grokfast-MA window (default 100)")
-  p.add_argument("--weight-decay", type=float, default=None,
-                 help=weight_decay_help)
-  if seed_help is not None:
-    p.add_argument("--seed", type=int, default=None, help=seed_help)
-
-
-def add_output_args(p: argparse.ArgumentParser, out: str) -> None:
-  """Adds ``--out DIR`` (default `out`) and ``--no-progress``."""
-  p.add_argument("--out", default=out, metavar="DIR",
-                 help=f"output directory (default {out})")
-  p.add_argument("--no-progress", action="store_true",
-                 help="no progress bar")
-
-
-def filter_overrides(args: argparse.Namespace) -> dict[str, Any]:
-  """The parsed ``--alpha``, ``--lamb`` and ``--window-size``, as config
-  overrides."""
-  return dict(alpha=args.alpha, lamb=args.lamb, window_size=args.window_size)
-
-
-def usage_error(args: argparse.Namespace, error: Exception,
-                default_command: str) -> int:
-  """Reports bad settings or data as a one-line CLI error; returns status 2.
-
-  Args:
-    args: the parsed command line (its `command` names the subcommand).
-    error: what was wrong.
-    default_command: the name used when `args` has no command.
-  """
-  command = getattr(args, "command", None) or default_command
-  print(f"grokfast-jax {command}: error: {error}", file=sys.stderr)
-  return 2

@@ -1,6 +1,5 @@
 """Tests of grokfast_jax.experiments.common."""
 
-import argparse
 import dataclasses
 import json
 import math
@@ -222,50 +221,3 @@ def test_train_state_fields():
   state = settings.TrainState(params={"w": 1}, opt_state=(), key=None)
   assert state._fields == ("params", "opt_state", "key")
   assert state._replace(key=3).key == 3
-
-
-def _parser(**kwargs):
-  p = argparse.ArgumentParser(prog="x")
-  settings.add_filter_args(p, alpha_help="A-HELP", lamb_help="L-HELP",
-                         weight_decay_help="WD-HELP", **kwargs)
-  settings.add_output_args(p, "runs/x")
-  return p
-
-
-def test_add_filter_and_output_args():
-  args = _parser().parse_args([])
-  assert vars(args) == {"alpha": None, "lamb": None, "window_size": None,
-                        "weight_decay": None, "out": "runs/x",
-                        "no_progress": False}
-  assert settings.filter_overrides(args) == {"alpha": None, "lamb": None,
-                                           "window_size": None}
-  args = _parser(seed_help="S-HELP").parse_args(
-      ["--alpha", "0.5", "--lamb", "2", "--window-size", "7",
-       "--weight-decay", "0.1", "--seed", "3", "--out", "o",
-       "--no-progress"])
-  assert vars(args) == {"alpha": 0.5, "lamb": 2.0, "window_size": 7,
-                        "weight_decay": 0.1, "seed": 3, "out": "o",
-                        "no_progress": True}
-  assert settings.filter_overrides(args) == {"alpha": 0.5, "lamb": 2.0,
-                                           "window_size": 7}
-  help_text = " ".join(_parser(seed_help="S-HELP").format_help().split())
-  for text in ("A-HELP", "L-HELP", "WD-HELP", "S-HELP",
-               "Grokfast-MA window (default 100)",
-               "output directory (default runs/x)", "no progress bar"):
-    assert text in help_text
-  # The options come in this order (the subcommands' help lists them so).
-  order = [help_text.index(o) for o in ("--alpha", "--lamb", "--window-size",
-                                        "--weight-decay", "--seed", "--out",
-                                        "--no-progress")]
-  assert order == sorted(order)
-  assert "--seed" not in _parser().format_help()
-
-
-def test_usage_error(capsys):
-  args = argparse.Namespace(command="qm9-compare")
-  assert settings.usage_error(args, ValueError("size must be >= 2"), "qm9") == 2
-  assert capsys.readouterr().err == (
-      "grokfast-jax qm9-compare: error: size must be >= 2\n")
-  assert settings.usage_error(argparse.Namespace(), ValueError("bad"),
-                            "mnist") == 2
-  assert capsys.readouterr().err == "grokfast-jax mnist: error: bad\n"

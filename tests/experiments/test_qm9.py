@@ -1,16 +1,15 @@
-"""Tests of the QM9 polarizability experiment: data, model, training loop, CLI."""
+"""Tests of the QM9 polarizability experiment: featurization, loading, the
+model (training, CLI, resume and meshes: test_qm9_task.py)."""
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 
@@ -18,10 +17,9 @@ pytest.importorskip("rdkit", reason="the QM9 experiment needs RDKit "
                     '(pip install "grokfast_jax[chem]")')
 
 from grokfast_jax import cli  # noqa: E402
-from grokfast_jax.experiments.qm9 import config as config_lib  # noqa: E402
 from grokfast_jax.experiments.qm9 import data as data_lib  # noqa: E402
 from grokfast_jax.experiments.qm9 import model as model_lib  # noqa: E402
-from grokfast_jax.experiments.qm9 import train as train_lib  # noqa: E402
+from grokfast_jax.experiments.qm9 import training  # noqa: E402
 
 SHARED_CSV = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
               / "qm9" / "qm9_first138.csv")
@@ -276,7 +274,7 @@ def test_padding_invariance():
   loose = _gather(data_lib.pack(mols), np.array([3, -1, 10, 12, -1]),
                   n + 17, e + 23)
   assert float(loose.node_mask.sum()) == n and float(loose.edge_mask.sum()) == e
-  graphdef, params = train_lib.init_params(3.0, 0)
+  graphdef, params = training.init_params(3.0, 0)
   (loss_t, out_t), grads_t = _loss_and_grads(graphdef, params, tight, False)
   (loss_l, out_l), grads_l = _loss_and_grads(graphdef, params, loose, False)
   np.testing.assert_allclose(out_l[np.array([0, 2, 3])], out_t, rtol=1e-5)
@@ -292,7 +290,7 @@ def test_padding_invariance():
 def test_batching_invariance_and_typed_equals_per_edge():
   mols = _molecules()
   packed = data_lib.pack(mols)
-  graphdef, params = train_lib.init_params(3.0, 0)
+  graphdef, params = training.init_params(3.0, 0)
   idx = [10, 0, 13]
   n, e = data_lib.batch_capacity(mols, 3)
   batch = _gather(packed, np.array(idx), n, e)
@@ -326,9 +324,9 @@ def test_batching_invariance_and_typed_equals_per_edge():
 
 
 def test_init_scaling():
-  graphdef, params = train_lib.init_params(3.0, 5)  # jitted, as in training
+  graphdef, params = training.init_params(3.0, 5)  # jitted, as in training
   big = nnx.merge(graphdef, params)
-  graphdef, params = train_lib.init_params(1.0, 5)
+  graphdef, params = training.init_params(1.0, 5)
   one = nnx.merge(graphdef, params)
   fan_in = {"edge_in": 4, "edge_out": 32}
   for conv, in_ch in ((big.conv1, 11), (big.conv2, 32)):
@@ -354,140 +352,6 @@ def test_init_scaling():
                     nnx.Param)
   np.testing.assert_allclose(eager["root"][...], big.conv1.root[...],
                              rtol=1e-6, atol=1e-6)  # an ulp of the bound
-
-
-# ----------------------------------------------------------------- training
-
-
-def test_config_defaults_and_validation():
-  assert config_lib.paper_config("none").weight_decay == 0.0
-  ema = config_lib.paper_config("ema")
-  assert (ema.alpha, ema.lamb, ema.weight_decay) == (0.9, 1.0, 0.01)
-  assert ema.updates_per_epoch == 2 and ema.max_steps == 100_000
-  assert ema.run_name == "grokfast-ema"
-  assert config_lib.paper_config("none", weight_decay=0.01).run_name == \
-      "weight-decay"
-  assert config_lib.epochs_from_steps(5, 2) == 3
-  for field, value, message in (("lamb", -1.0, "lamb must be >= 0"),
-                                ("epochs", 0, "epochs must be >= 1"),
-                                ("log_every", 0, "log_every must be >= 1")):
-    with pytest.raises(ValueError, match=message):
-      config_lib.paper_config("ema", **{field: value})
-  assert "window_size" not in ema.to_dict()
-
-
-TINY_ARGS = ["--size", "10", "--batch-size", "3", "--no-progress"]
-
-
-def test_jitted_epochs_match_eager_loop():
-  """Two epochs of the jitted chunk = the same updates taken one by one with
-  the per-edge network (remainder batch included). Same molecules, settings
-  and epoch count as the CLI tests, which then reuse the compilation."""
-  mols = _molecules()[:10]
-  cfg = config_lib.paper_config("ema", size=10, batch_size=3, epochs=2)
-  train_mols, test_mols = data_lib.split(mols, cfg.seed)
-  graphdef, state = train_lib.init_state(cfg)
-  params, key = state.params, state.key
-  tx = train_lib.make_optimizer(cfg)
-  buffers = train_lib.batch_buffers(train_mols, 3)
-  chunk = train_lib.make_train_chunk(graphdef, tx, 5, 3, buffers)
-  test_batch = model_lib.full_batch(test_mols)
-  packed = data_lib.pack(train_mols)
-  _, (tl, vl) = chunk(jax.tree.map(jnp.copy, state), packed, test_batch,
-                      n_epochs=2)
-
-  @jax.jit
-  def step(params, opt_state, idx):
-    """One update with the per-edge network; the test MSE before it."""
-    batch = model_lib.gather_batch(packed, idx, 40, 80)
-    (loss, _), grads = _loss_and_grads(graphdef, params, batch, True)
-    (val, _), _ = _loss_and_grads(graphdef, params, test_batch, True)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss, val
-
-  opt_state = state.opt_state
-  vals = []
-  for epoch in range(2):
-    key, sub = jax.random.split(key)
-    order = np.asarray(jax.random.permutation(sub, 5))
-    total = 0.0
-    for idx in (order[:3], np.append(order[3:], -1)):
-      params, opt_state, loss, val = step(params, opt_state, idx)
-      vals.append(val)
-      total += float(loss) * int(np.sum(idx >= 0))
-    np.testing.assert_allclose(tl[epoch], total / 5, rtol=2e-4)
-  # The test MSE after epoch 1 is the one before the first update of epoch 2.
-  np.testing.assert_allclose(vl[0], vals[2], rtol=2e-4)
-  _, _, _, last = step(params, opt_state, order[:3])
-  np.testing.assert_allclose(vl[1], last, rtol=2e-4)
-
-
-def test_summary_takes_min_over_every_epoch():
-  cfg = config_lib.paper_config("none", epochs=1000, log_every=200)
-  val = np.linspace(10, 1, 1000).astype(np.float32)
-  val[876] = 0.5  # epoch 877, not a logged epoch
-  res = train_lib.summarize(cfg, val + 1, val, (20.0, 30.0), name="baseline",
-                            n_params=1, total_seconds=2.0,
-                            seconds_per_1000_epochs=1.0, data_source=None,
-                            train_ids=[1], test_ids=[2])
-  assert res["min_val_loss"] == 0.5 and res["min_val_epoch"] == 877
-  assert res["min_val_step"] == 877 * cfg.updates_per_epoch
-  epochs = [h["epoch"] for h in res["history"]]
-  assert epochs[0] == 0 and 877 in epochs and 1000 in epochs
-  assert epochs == sorted(epochs) and len(epochs) < 30
-  assert res["history"][0]["val_loss"] == 30.0
-  line = train_lib.describe(res)
-  assert line == ("baseline (wd 0): lowest val MSE 0.5 at epoch 877 "
-                  "(1,000 epochs, 2 s)")
-
-
-def test_cli_qm9_writes_results_and_curves(tmp_path, capsys):
-  path = _synthetic_csv(tmp_path / "q.csv", n=10)
-  out = tmp_path / "run"
-  assert cli.main(["qm9", "--data", str(path), *TINY_ARGS, "--max-steps",
-                   "3", "--log-every", "1", "--out", str(out)]) == 0
-  printed = capsys.readouterr().out
-  assert "--max-steps 3 -> 2 epochs of 2 updates (4 updates)" in printed
-  assert "grokfast-ema (alpha 0.9, lamb 1, wd 0.01): lowest val MSE" in printed
-  res = json.loads((out / "results.json").read_text())
-  assert res["settings"]["epochs"] == 2 and res["final_step"] == 4
-  assert [h["epoch"] for h in res["history"]] == [0, 1, 2]
-  assert res["backend"] == jax.default_backend()
-  assert res["versions"]["jax"] == jax.__version__
-  assert res["data_source"]["n_molecules"] == 10
-  assert res["data_source"]["path"] == str(path)
-  assert sorted(res["train_gdb_ids"] + res["test_gdb_ids"]) == list(
-      range(1, 11))
-  assert len(res["train_gdb_ids"]) == 5
-  losses = np.load(out / "losses.npz")
-  assert losses["val_loss"].shape == (2,)
-  assert res["min_val_loss"] == pytest.approx(float(losses["val_loss"].min()))
-  assert (out / "curves.png").stat().st_size > 0
-
-
-def test_cli_qm9_compare_runs_three(tmp_path, capsys):
-  path = _synthetic_csv(tmp_path / "q.csv", n=10)
-  out = tmp_path / "cmp"
-  assert cli.main(["qm9-compare", "--data", str(path), *TINY_ARGS,
-                   "--epochs", "2", "--weight-decay", "0.05", "--out",
-                   str(out)]) == 0
-  printed = capsys.readouterr().out
-  res = json.loads((out / "results.json").read_text())
-  assert list(res["runs"]) == ["baseline", "weight-decay", "grokfast-ema"]
-  settings = {k: v["settings"] for k, v in res["runs"].items()}
-  assert settings["baseline"]["weight_decay"] == 0.0
-  assert settings["baseline"]["filter"] == "none"
-  assert settings["weight-decay"]["weight_decay"] == 0.05
-  assert settings["weight-decay"]["filter"] == "none"
-  grok = settings["grokfast-ema"]
-  assert (grok["alpha"], grok["lamb"], grok["weight_decay"]) == (0.9, 1.0,
-                                                                 0.05)
-  assert set(res["summary"]) == set(res["runs"]) and len(res["verdicts"]) == 2
-  for name in res["runs"]:
-    assert (out / name / "results.json").exists()
-    assert (out / name / "curves.png").exists()
-    assert f"{name} (" in printed
-  assert (out / "curves.png").exists()
 
 
 # --------------------------------------------------------- the shared data

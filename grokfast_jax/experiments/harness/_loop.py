@@ -130,7 +130,10 @@ def train(task: Task, cfg: Any, data: Any = None, *,
           f"--checkpoint-dir")
     if latest is not None:
       state, record = ckpt.restore(state)
-      history = record["history"]
+      # An entry kept only because a shorter run ended there goes.
+      history = [h for h in record["history"]
+                 if prog.keep is None or h["epoch"] == 0
+                 or prog.keep(h["epoch"])]
       epoch = int(record.get("epoch", latest))
       first_eval_seconds = record.get("first_eval_seconds",
                                       record.get("first_epoch_seconds"))
@@ -180,7 +183,8 @@ def train(task: Task, cfg: Any, data: Any = None, *,
                  "seconds": now}
         for k in prog.curve_keys:
           curves[k].append(entry[k])
-        if prog.keep is None or prog.keep(epoch) or epoch == prog.total_epochs:
+        if (prog.keep is None or prog.keep(epoch)
+            or epoch == prog.total_epochs):
           history.append(entry)
       if first_eval_seconds is None:
         first_eval_seconds = now

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from grokfast_jax.experiments import settings
+from grokfast_jax.experiments.harness import option
 
 FILTERS = settings.GROKFAST_FILTERS
 # Lowest validation MSE the paper reports (which run produced each number is
 # ambiguous; see the module docstring).
 PAPER_LOWEST_VAL_LOSS = {"baseline": 0.00659, "grokfast": 0.00348}
 README_WEIGHT_DECAY = 0.01
+COMPARE_FILTERS = ("ema", "ma")
 
 # Per-filter defaults. "none" is the reference script's default (weight decay
 # 0); "ema" is the README's Grokfast-EMA with its weight decay. The paper has
@@ -64,21 +66,49 @@ class Qm9Config(settings.FilterSettingsMixin):
     log_every: keep a history entry every this many epochs, >= 1 (plus
       log-spaced early epochs and the best epoch; the lowest test MSE is
       taken over every epoch regardless).
+    stop_at_target: end the run after the jitted chunk (`chunk_epochs`) in
+      which the test MSE first reaches `target_mse`.
+    target_mse: the test MSE of `stop_at_target`, > 0 (default the paper's
+      lowest baseline MSE, 0.00659); results report the first epoch that
+      reaches it either way.
+    data: the QM9 CSV to read (columns gdb_id, smiles, alpha,
+      uncharacterized); needed to load the molecules.
+    requested_steps: the ``--max-steps`` the epochs were computed from
+      (None: `epochs` was given); only reported, not a setting.
   """
 
-  filter: str = "ema"
-  alpha: float = 0.9
-  lamb: float = 1.0
-  window_size: int = 100
-  weight_decay: float = README_WEIGHT_DECAY
-  lr: float = 1e-3
-  init_scale: float = 3.0
-  size: int = 100
-  batch_size: int = 32
-  seed: int = 0
-  epochs: int = 50_000
-  chunk_epochs: int = 500
-  log_every: int = 200
+  filter: str = option("ema", "gradient filter (default ema)",
+                       choices=FILTERS)
+  alpha: float = option(0.9, "Grokfast-EMA momentum (README: 0.9)")
+  lamb: float = option(1.0, "Grokfast amplification (default 1.0 for ema, "
+                       "the README's; 5.0 for ma)")
+  window_size: int = option(100, "Grokfast-MA window (default 100)")
+  weight_decay: float = option(
+      README_WEIGHT_DECAY, "AdamW weight decay (default 0 with no filter, "
+      "the script's; 0.01 with a filter, the README's)")
+  lr: float = option(1e-3, "AdamW learning rate (1e-3)")
+  init_scale: float = option(3.0, "factor on every initial parameter (3)")
+  size: int = option(100, "molecules used, the first characterized rows "
+                     "(100), split 50/50")
+  batch_size: int = option(32, "minibatch size (32); the last, smaller "
+                           "batch of an epoch is kept")
+  seed: int = option(0, "seeds the split, init and shuffles (0)")
+  epochs: int = option(50_000, "training epochs (50000; 2 updates each); "
+                       "or give --max-steps")
+  chunk_epochs: int = option(500, "epochs per jitted call (500)")
+  log_every: int = option(200, "keep a history entry every this many epochs "
+                          "(200); the lowest val MSE is taken over every "
+                          "epoch regardless")
+  stop_at_target: bool = option(
+      False, "stop after the chunk (--chunk-epochs) in which the test MSE "
+      "first reaches --target-mse")
+  target_mse: float = option(
+      PAPER_LOWEST_VAL_LOSS["baseline"], "test MSE of --stop-at-target "
+      "(default 0.00659, the paper's lowest baseline val MSE)")
+  data: Optional[str] = option(
+      None, "QM9 CSV with the columns gdb_id, smiles, alpha, "
+      "uncharacterized (e.g. qm9_first138.csv); required", metavar="PATH")
+  requested_steps: Optional[int] = option(None, cli=False)
 
   def __post_init__(self) -> None:
     """Validates the settings: the filter's and AdamW's
@@ -98,6 +128,7 @@ class Qm9Config(settings.FilterSettingsMixin):
     for name in ("epochs", "chunk_epochs", "log_every"):
       value = getattr(self, name)
       check(name, value, value >= 1, ">= 1")
+    check("target_mse", self.target_mse, self.target_mse > 0, "> 0")
 
   @property
   def n_train(self) -> int:
@@ -129,9 +160,11 @@ class Qm9Config(settings.FilterSettingsMixin):
   def to_dict(self) -> dict[str, Any]:
     """The settings as a JSON-friendly dict, without the unused filter knobs,
     plus the derived counts (train / test molecules, updates)."""
-    return self.filter_settings_dict(
+    d = self.filter_settings_dict(
         n_train=self.n_train, n_test=self.n_test,
         updates_per_epoch=self.updates_per_epoch, max_steps=self.max_steps)
+    del d["requested_steps"]
+    return d
 
 
 def epochs_from_steps(max_steps: int, updates_per_epoch: int) -> int:
@@ -170,3 +203,56 @@ def paper_config(filter: str = "ema",
   """
   return settings.config_with_defaults(Qm9Config, FILTERS, PAPER_DEFAULTS,
                                      filter, overrides)
+
+
+def make_config(given: Mapping[str, Any]) -> Qm9Config:
+  """The config of one run from the flags `given` (field -> value, absent
+  when not given): :func:`paper_config` of the given filter (default "ema";
+  with "none" the filter knobs are ignored) updated by the other values; a
+  given ``max_steps`` (``--max-steps``) becomes whole epochs.
+
+  Raises:
+    ValueError: a bad setting, or both ``epochs`` and ``max_steps``.
+
+  Example:
+    >>> make_config({"filter": "none", "max_steps": 5}).epochs
+    3
+  """
+  given = dict(given)
+  filter = given.pop("filter", "ema")
+  steps = given.pop("max_steps", None)
+  if filter == "none":
+    for knob in ("alpha", "lamb", "window_size"):
+      given.pop(knob, None)
+  if steps is not None and given.get("epochs") is not None:
+    raise ValueError("give --epochs or --max-steps, not both")
+  cfg = paper_config(filter, **given)
+  if steps is None:
+    return cfg
+  return dataclasses.replace(
+      cfg, epochs=epochs_from_steps(steps, cfg.updates_per_epoch),
+      requested_steps=steps)
+
+
+def compare_configs(given: Mapping[str, Any]) -> list[Qm9Config]:
+  """The three configs of ``qm9-compare``: baseline (no filter, weight
+  decay 0), weight-decay control (no filter, the given weight decay or the
+  README's 0.01) and Grokfast (the given filter, default "ema", with its
+  README settings or the given ones); the other flags apply to all three.
+
+  Raises:
+    ValueError: a bad setting, or a filter other than "ema" or "ma".
+  """
+  given = dict(given)
+  filter = given.get("filter", "ema")
+  if filter not in COMPARE_FILTERS:
+    raise ValueError(f"filter must be one of {COMPARE_FILTERS} (the Grokfast "
+                     f"run of the comparison), got {filter!r}")
+  grokfast = make_config(given)
+  common = {k: v for k, v in given.items()
+            if k not in ("filter", "alpha", "lamb", "window_size",
+                         "weight_decay")}
+  baseline = make_config({**common, "filter": "none", "weight_decay": 0.0})
+  control = make_config({**common, "filter": "none", "weight_decay":
+                         given.get("weight_decay", README_WEIGHT_DECAY)})
+  return [baseline, control, grokfast]
