@@ -1,9 +1,9 @@
-"""Tests of the MNIST large-init experiment: data, model, training loop, CLI."""
+"""Tests of the MNIST large-init experiment: data, config, model, training
+pieces, summary lines (runs through the harness: test_mnist_runs.py)."""
 
 from __future__ import annotations
 
 import gzip
-import json
 import struct
 from pathlib import Path
 
@@ -16,9 +16,11 @@ from flax import nnx
 
 import grokfast_jax as gj
 from grokfast_jax import cli
+from grokfast_jax.experiments import harness
 from grokfast_jax.experiments.mnist import config as config_lib
 from grokfast_jax.experiments.mnist import data as data_lib
-from grokfast_jax.experiments.mnist import train as train_lib
+from grokfast_jax.experiments.mnist import task as task_lib
+from grokfast_jax.experiments.mnist import training
 from grokfast_jax.experiments.mnist.model import MLP
 
 # ------------------------------------------------------------------ helpers
@@ -184,7 +186,8 @@ def test_paper_config_defaults_and_validation():
   assert "window_size" not in ema.to_dict()
   assert "alpha" not in config_lib.paper_config("none").to_dict()
   assert config_lib.is_paper_setting(
-      config_lib.paper_config("ema", seed=3, max_steps=500, eval_every=50))
+      config_lib.paper_config("ema", seed=3, max_steps=500, eval_every=50,
+                              stop_at_target=True, data="/x"))
   assert not config_lib.is_paper_setting(
       config_lib.paper_config("ema", weight_decay=0.01))
   for bad in (dict(alpha=1.0), dict(lamb=-1.0), dict(init_scale=0.0),
@@ -195,6 +198,13 @@ def test_paper_config_defaults_and_validation():
       config_lib.paper_config("ema", **bad)
   with pytest.raises(ValueError, match="filter"):
     config_lib.paper_config("kalman")
+  # The flags given: the chosen filter's paper settings, then the values.
+  assert config_lib.make_config({}) == config_lib.paper_config("ema")
+  ma = config_lib.make_config({"filter": "ma", "seed": 2})
+  assert (ma.lamb, ma.window_size, ma.weight_decay, ma.seed) == (
+      5.0, 100, 2.0, 2)
+  with pytest.raises(ValueError, match="eval_every"):
+    config_lib.make_config({"eval_every": 3})
 
 
 # ------------------------------------------------------------------ model
@@ -231,13 +241,13 @@ def test_jitted_epoch_matches_python_loop():
   y = jnp.asarray(rng.integers(0, 10, 20), jnp.int32)
   model = MLP(784, cfg.hidden, 10, init_scale=8.0, rngs=nnx.Rngs(1))
   graphdef, params = nnx.split(model, nnx.Param)
-  tx = train_lib.make_optimizer(cfg)
+  tx = training.make_optimizer(cfg)
   key = jax.random.key(3)
 
   @jax.jit
   def reference_step(p, opt, xb, yb):
-    g = jax.grad(lambda q: train_lib.mse_loss(nnx.merge(graphdef, q)(xb),
-                                              yb))(p)
+    g = jax.grad(lambda q: training.mse_loss(nnx.merge(graphdef, q)(xb),
+                                             yb))(p)
     u, opt = tx.update(g, opt, p)
     return optax.apply_updates(p, u), opt
 
@@ -249,11 +259,19 @@ def test_jitted_epoch_matches_python_loop():
     idx = order[b * 5:(b + 1) * 5]
     p, opt = reference_step(p, opt, x[idx], y[idx])
 
-  train_epochs = train_lib.make_train_epochs(graphdef, tx, 4, 5)
-  state = train_lib.TrainState(params, tx.init(params), key)
-  state = train_epochs(state, x, y, n_epochs=1)
+  update = training.make_update(graphdef, tx)
+  assert training.make_update(graphdef, tx) is update  # cached
+  train_epoch = training.make_train_epoch(update, 4, 5)
+  state = training.TrainState(params, tx.init(params), key)
+  state, metrics = jax.jit(train_epoch)(state, jnp.int32(1),
+                                        {"x_train": x, "y_train": y})
+  assert metrics == {}
   for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(p)):
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+  # The update alone is a pure function of (state, batch).
+  s0 = training.TrainState(params, tx.init(params), key)
+  s1, m = update(s0, (x[:5], y[:5]))
+  assert m == {} and s1.key is s0.key
 
 
 def test_short_training_loss_falls():
@@ -261,7 +279,7 @@ def test_short_training_loss_falls():
   # Same shapes and settings as the CLI tests' baseline: shares its compile.
   cfg = config_lib.paper_config("none", max_steps=20, eval_every=4,
                                 train_size=100, batch_size=50)
-  res = train_lib.train(cfg, ds, progress=False)
+  res = harness.train(task_lib.TASK, cfg, ds, progress=False).results
   hist = res["history"]
   assert [h["step"] for h in hist] == [0, 4, 8, 12, 16, 20]
   assert [h["epoch"] for h in hist] == [0, 2, 4, 6, 8, 10]
@@ -271,6 +289,7 @@ def test_short_training_loss_falls():
   assert res["dataset"] == data_lib.DIGITS_LABEL
   assert res["paper_steps_to_val_acc_95"] is None
   assert not res["stopped_at_threshold"]
+  assert res["n_params"] == 199210 and res["task"] == "mnist"
   assert all(h["seconds"] >= 0 for h in hist)
 
 
@@ -280,7 +299,7 @@ def test_make_optimizer_chains_the_filter():
   out = {}
   for filter_ in ("none", "ema", "ma"):
     cfg = config_lib.paper_config(filter_)
-    tx = train_lib.make_optimizer(cfg)
+    tx = training.make_optimizer(cfg)
     state = tx.init(params)
     if filter_ != "none":
       want = gj.GrokfastEmaState if filter_ == "ema" else gj.GrokfastMaState
@@ -305,105 +324,49 @@ def test_describe_and_compare_lines():
           "steps_to_val_acc_95": 1000, "seconds_to_val_acc_95": 3.0,
           "best_val_acc": 0.97, "best_val_acc_step": 1200,
           "final_val_acc": 0.96}
-  assert train_lib.describe(base) == (
+  assert task_lib.describe(base) == (
       "baseline (wd 0.01): test accuracy 85% at step 2,000, 90% never in "
       "5,000 steps, 95% never in 5,000 steps; best 89.9% at step 4,900, "
       "final 89.0%")
-  assert train_lib.describe(grok).endswith(
+  assert task_lib.describe(grok).endswith(
       "95% at step 1,000; best 97.0% at step 1,200, final 96.0% "
       "(95% after 3.0 s)")
-  assert train_lib.compare_line(base, grok) == (
+  assert task_lib.compare_line(base, grok) == (
       "grokfast-ema reached 95% at step 1,000; baseline had not after 5,000 "
       "steps (> 5.0x fewer steps)")
-  assert train_lib.compare_line(base, grok, 0.85) == (
+  assert task_lib.compare_line(base, grok, 0.85) == (
       "grokfast-ema reached 85% at step 500, baseline at step 2,000: "
       "4.0x fewer steps")
-  assert train_lib.compare_line(grok, base, 0.85).endswith(
+  assert task_lib.compare_line(grok, base, 0.85).endswith(
       "grokfast-ema at step 500: 4.0x more steps")
-  assert train_lib.compare_line(base, dict(grok, steps_to_val_acc={}),
-                                0.9).startswith("neither run reached 90%")
+  assert task_lib.compare_line(base, dict(grok, steps_to_val_acc={}),
+                               0.9).startswith("neither run reached 90%")
 
   def hist(*accs):
     return {"history": [{"step": 100 * i, "val_acc": a, "seconds": 0.0}
                         for i, a in enumerate(accs)]}
-  assert train_lib.verdict_threshold([hist(0.5, 0.96), hist(0.2)]) == 0.95
-  assert train_lib.verdict_threshold([hist(0.5, 0.91), hist(0.86)]) == 0.9
-  assert train_lib.verdict_threshold([hist(0.5), hist(0.6)]) == 0.85
+  assert task_lib.verdict_threshold([hist(0.5, 0.96), hist(0.2)]) == 0.95
+  assert task_lib.verdict_threshold([hist(0.5, 0.91), hist(0.86)]) == 0.9
+  assert task_lib.verdict_threshold([hist(0.5), hist(0.6)]) == 0.85
+
+
+def test_plan_compare_runs_and_settings():
+  plan = task_lib.plan_compare({"filter": "ma", "window_size": 3, "seed": 4,
+                                "baseline_weight_decay": 0.5,
+                                "weight_decay": 1.0})
+  assert [(sub, name) for sub, name, _ in plan] == [
+      ("baseline", "baseline"), ("weight-decay", "weight-decay"),
+      ("grokfast-ma", "grokfast-ma")]
+  base, control, grok = (cfg for _, _, cfg in plan)
+  assert (base.filter, base.weight_decay, base.seed) == ("none", 0.5, 4)
+  assert (control.filter, control.weight_decay) == ("none", 1.0)
+  assert (grok.window_size, grok.lamb, grok.weight_decay) == (3, 5.0, 1.0)
+  assert len(task_lib.plan_compare({"no_control": True})) == 2
+  with pytest.raises(ValueError, match="filter must be one of"):
+    task_lib.plan_compare({"filter": "none"})
 
 
 # ------------------------------------------------------------------ CLI
-
-_TINY = ["--max-steps", "8", "--eval-every", "4", "--train-size", "100",
-         "--batch-size", "50", "--no-progress"]
-
-
-def test_cli_mnist_writes_results_and_curves(tmp_path, capsys, monkeypatch):
-  monkeypatch.setattr(config_lib, "THRESHOLD", 0.0)  # stop after one period
-  out = tmp_path / "run"
-  assert cli.main(["mnist", "--out", str(out), "--stop-at-threshold",
-                   "--filter", "none", "--weight-decay", "2", *_TINY]) == 0
-  res = json.loads((out / "results.json").read_text())
-  assert res["dataset"] == "sklearn-digits-8x8 (offline fallback, not MNIST)"
-  assert res["run"] == "baseline" and res["optimizer"] == "adamw"
-  assert res["settings"]["weight_decay"] == 2.0  # overrides none's 0.01
-  assert res["settings"]["init_scale"] == 8.0 and "alpha" not in res["settings"]
-  for key in ("steps_to_val_acc_95", "seconds_to_val_acc_95",
-              "final_train_acc", "final_val_acc", "history"):
-    assert key in res
-  assert [h["step"] for h in res["history"]] == [0, 4]
-  assert res["stopped_at_threshold"] and res["steps_to_val_acc_95"] == 0
-  assert set(res["history"][0]) == {"step", "epoch", "train_loss", "train_acc",
-                                    "val_loss", "val_acc", "seconds"}
-  assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-  printed = capsys.readouterr().out
-  assert "not MNIST" in printed and "test accuracy 85%" in printed
-
-
-def test_cli_mnist_compare_writes_three_runs(tmp_path, capsys):
-  out = tmp_path / "cmp"
-  assert cli.main(["mnist-compare", "--out", str(out), *_TINY]) == 0
-  for sub, filter_ in (("baseline", "none"), ("weight-decay", "none"),
-                       ("grokfast-ema", "ema")):
-    res = json.loads((out / sub / "results.json").read_text())
-    assert res["settings"]["filter"] == filter_
-    assert set(res["steps_to_val_acc"]) == {"0.85", "0.9", "0.95"}
-    assert res["backend"] == jax.default_backend() and "jax" in res["versions"]
-    assert (out / sub / "curves.png").is_file()
-  top = json.loads((out / "results.json").read_text())
-  assert list(top["runs"]) == ["baseline", "weight-decay", "grokfast-ema"]
-  wds = {k: v["settings"]["weight_decay"] for k, v in top["runs"].items()}
-  assert wds == {"baseline": 0.01, "weight-decay": 2.0, "grokfast-ema": 2.0}
-  assert top["dataset"].startswith("sklearn-digits-8x8")
-  assert top["verdict_threshold"] in (0.85, 0.9, 0.95)
-  assert len(top["verdicts"]) == 2
-  assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
-  printed = capsys.readouterr().out
-  for line in top["verdicts"] + top["summary"]:
-    assert line in printed
-  assert "baseline (wd 0.01)" in printed
-  assert "weight-decay (wd 2)" in printed
-  assert "grokfast-ema (alpha 0.8, lamb 0.1, wd 2)" in printed
-
-
-def test_cli_mnist_compare_without_control(tmp_path):
-  out = tmp_path / "cmp"
-  assert cli.main(["mnist-compare", "--out", str(out), "--no-control",
-                   "--weight-decay", "1", *_TINY]) == 0
-  top = json.loads((out / "results.json").read_text())
-  assert list(top["runs"]) == ["baseline", "grokfast-ema"]
-  assert not (out / "weight-decay").exists()
-
-
-def test_cli_rejects_bad_settings(tmp_path, capsys):
-  assert cli.main(["mnist", "--out", str(tmp_path), "--eval-every", "7",
-                   "--no-progress"]) == 2
-  assert "grokfast-jax mnist: error: eval_every must be" in (
-      capsys.readouterr().err)
-  assert cli.main(["mnist-compare", "--data", str(tmp_path / "none"),
-                   "--no-progress"]) == 2
-  assert "does not exist" in capsys.readouterr().err
-  assert cli.main(["mnist", "--train-size", "5000", "--no-progress"]) == 2
-  assert "train_size must be in [1, 1000]" in capsys.readouterr().err
 
 
 def test_cli_truncated_idx_file_writes_nothing(tmp_path, capsys):
@@ -445,19 +408,3 @@ def test_real_mnist_counts_come_from_the_headers():
   np.testing.assert_array_equal(sub.x_train, ds.x_train[:1000])
   with pytest.raises(ValueError, match=r"train_size must be in \[1, 4502\]"):
     data_lib.train_subset(ds, 4503)
-
-
-@needs_real_mnist
-def test_real_mnist_cli_trains_on_the_first_1000_images(tmp_path, capsys):
-  out = tmp_path / "real"
-  assert cli.main(["mnist", "--data", str(REAL_MNIST), "--filter", "ema",
-                   "--max-steps", "50", "--eval-every", "25", "--out",
-                   str(out), "--no-progress"]) == 0
-  res = json.loads((out / "results.json").read_text())
-  assert res["dataset"] == "MNIST" and res["n_train"] == 1000
-  assert res["n_test"] == 10000
-  assert res["paper_steps_to_val_acc_95"] == 2001
-  # The x8 initialization starts far off: 50 updates cut the MSE a lot.
-  hist = res["history"]
-  assert hist[-1]["train_loss"] < 0.5 * hist[0]["train_loss"]
-  assert "MNIST from" in capsys.readouterr().out

@@ -11,9 +11,10 @@ accuracy at 44,022 steps for the baseline and 2,001 steps for Grokfast-EMA.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from grokfast_jax.experiments import settings
+from grokfast_jax.experiments.harness import option
 
 FILTERS = settings.GROKFAST_FILTERS
 THRESHOLD = 0.95  # test accuracy whose first crossing is reported
@@ -56,21 +57,39 @@ class MnistConfig(settings.FilterSettingsMixin):
     max_steps: optimization steps to run, a multiple of the steps per epoch.
     eval_every: evaluate train and test metrics every this many steps, a
       multiple of the steps per epoch.
+    stop_at_target: stop at the first evaluation after training that reaches
+      95% test accuracy (``--stop-at-target``, alias
+      ``--stop-at-threshold``).
+    data: where the MNIST files are (see :func:`data.load_dataset`); None:
+      the offline digits stand-in.
   """
 
-  filter: str = "ema"
-  alpha: float = 0.8
-  lamb: float = 0.1
-  window_size: int = 100
-  weight_decay: float = 2.0
-  lr: float = 1e-3
-  init_scale: float = 8.0
-  hidden: tuple[int, ...] = (200, 200)
-  train_size: int = 1000
-  batch_size: int = 200
-  seed: int = 0
-  max_steps: int = 100_000
-  eval_every: int = 100
+  filter: str = option(
+      "ema", "gradient filter (default ema)", choices=FILTERS)
+  alpha: float = option(0.8, "Grokfast-EMA momentum (paper: 0.8)")
+  lamb: float = option(0.1, "Grokfast amplification (default 0.1 for ema, "
+                       "the paper's; 5.0 for ma)")
+  window_size: int = option(100, "Grokfast-MA window (default 100)")
+  weight_decay: float = option(2.0, "AdamW weight decay (paper: 0.01 "
+                               "baseline, 2.0 Grokfast)")
+  lr: float = option(1e-3, "AdamW lr (1e-3)")
+  init_scale: float = option(8.0, "factor on the initial weights (8)")
+  hidden: tuple[int, ...] = option((200, 200), cli=False)
+  train_size: int = option(1000, "training images: the first N of the "
+                           "training set, as in the reference (1000)")
+  batch_size: int = option(200, "batch (200)")
+  seed: int = option(0, "seed (0)")
+  max_steps: int = option(100_000, "optimization steps (100000), a multiple "
+                          "of the steps per epoch")
+  eval_every: int = option(100, "evaluate every this many steps (100), a "
+                           "multiple of the steps per epoch")
+  stop_at_target: bool = option(
+      False, "stop a run once it reaches 95%% test accuracy",
+      aliases=("--stop-at-threshold",))
+  data: Optional[str] = option(
+      None, "directory of MNIST IDX files (plain or .gz), a Keras-style "
+      "mnist.npz, or a directory holding one; default: sklearn's 8x8 digits "
+      "(offline stand-in, NOT MNIST)", metavar="PATH")
 
   def __post_init__(self) -> None:
     """Validates the settings: the filter's and AdamW's
@@ -122,9 +141,23 @@ def paper_config(filter: str = "ema",
                                      filter, overrides)
 
 
+def make_config(given: Mapping[str, Any]) -> MnistConfig:
+  """The config of the flags `given` (field -> value, absent when not
+  given): :func:`paper_config` of the given filter (default "ema") updated
+  by the other values.
+
+  Example:
+    >>> make_config({"filter": "none", "max_steps": 500}).weight_decay
+    0.01
+  """
+  given = dict(given)
+  return paper_config(given.pop("filter", "ema"), **given)
+
+
 def is_paper_setting(cfg: MnistConfig) -> bool:
-  """Whether `cfg` is the paper's setting for its filter (seed, step count and
-  evaluation period aside), so the paper's figures apply to it."""
-  free = ("seed", "max_steps", "eval_every")
+  """Whether `cfg` is the paper's setting for its filter (seed, step count,
+  evaluation period, early stop and data path aside), so the paper's figures
+  apply to it."""
+  free = ("seed", "max_steps", "eval_every", "stop_at_target", "data")
   mine, paper = cfg.to_dict(), paper_config(cfg.filter).to_dict()
   return all(mine[k] == paper[k] for k in mine if k not in free)
