@@ -1,10 +1,10 @@
-"""Tests of the IMDb LSTM experiment: tokenization, split, model, optimizer, CLI."""
+"""Tests of the IMDb LSTM experiment: tokenization, split, data errors,
+settings, model, loss and optimizer (the harness task: test_imdb_task.py)."""
 
 from __future__ import annotations
 
 import csv
 import doctest
-import json
 from pathlib import Path
 
 import jax
@@ -17,13 +17,13 @@ from grokfast_jax import cli
 from grokfast_jax.experiments.imdb import config as config_lib
 from grokfast_jax.experiments.imdb import data as data_lib
 from grokfast_jax.experiments.imdb import model as model_lib
-from grokfast_jax.experiments.imdb import train as train_lib
+from grokfast_jax.experiments.imdb import training
 
 SHARED_IMDB = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
                / "imdb")
 REAL_CSV = SHARED_IMDB / "IMDB-Dataset.csv"
 
-# Tiny settings for the end-to-end runs: 40 rows -> 30 train / 10 validation,
+# Tiny settings for the end-to-end runs (test_imdb_task.py too): 40 rows -> 30 train / 10 validation,
 # 3 updates of 10 per epoch, 2 epochs.
 TINY = ["--size", "40", "--seq-len", "16", "--hidden", "8", "--batch-size",
         "10", "--max-steps", "6", "--no-progress"]
@@ -342,10 +342,10 @@ def test_loss_and_accuracy_match_torch_formulas():
   p = _sigmoid(np.asarray(logits, np.float64))
   y = np.asarray(labels, np.float64)
   bce = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-  np.testing.assert_allclose(train_lib.bce_with_logits(logits, labels), bce,
+  np.testing.assert_allclose(training.bce_with_logits(logits, labels), bce,
                              rtol=1e-6)
   # round(sigmoid(0)) = round(0.5) = 0, as torch.round.
-  np.testing.assert_array_equal(train_lib.correct(logits, labels),
+  np.testing.assert_array_equal(training.correct(logits, labels),
                                 [1.0, 0.0, 1.0, 0.0])
 
 
@@ -355,7 +355,7 @@ def test_loss_and_accuracy_match_torch_formulas():
 @pytest.mark.parametrize("filter", ["ema", "ma"])
 def test_filter_sees_the_clipped_gradient(filter):
   cfg = config_lib.paper_config(filter, size=40, batch_size=10)
-  tx = train_lib.make_optimizer(cfg)
+  tx = training.make_optimizer(cfg)
   params = {"w": jnp.zeros(4)}
   state = tx.init(params)
   grad = {"w": jnp.array([30.0, 40.0, 0.0, 0.0])}  # norm 50 -> clipped to 5
@@ -370,75 +370,12 @@ def test_filter_sees_the_clipped_gradient(filter):
 
 def test_no_filter_optimizer_is_clip_then_adamw():
   cfg = config_lib.paper_config("none")
-  tx = train_lib.make_optimizer(cfg)
+  tx = training.make_optimizer(cfg)
   assert len(tx.init({"w": jnp.zeros(2)})) == 2
-  assert train_lib.optimizer_name(cfg) == (
+  assert training.optimizer_name(cfg) == (
       "clip_by_global_norm(5) -> adamw(0.0003)")
-  assert train_lib.optimizer_name(config_lib.paper_config("ema")) == (
+  assert training.optimizer_name(config_lib.paper_config("ema")) == (
       "clip_by_global_norm(5) -> grokfast_ema -> adamw(0.0003)")
-
-
-# ------------------------------------------------------------------ CLI
-
-
-def _strip_seconds(history):
-  return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
-
-
-def test_cli_single_and_compare_end_to_end(tiny_csv, tmp_path, capsys):
-  single = tmp_path / "single"
-  assert cli.main(["imdb", "--data", str(tiny_csv), "--filter", "none",
-                   "--out", str(single), *TINY]) == 0
-  printed = capsys.readouterr().out
-  assert "6 updates = 2 epochs of 3" in printed
-  assert "baseline (wd 1): best val acc " in printed
-  res = json.loads((single / "results.json").read_text())
-  assert (single / "curves.png").stat().st_size > 0
-  assert (single / "loss.png").stat().st_size > 0
-  assert [h["step"] for h in res["history"]] == [0, 3, 6]
-  assert res["history"][0]["train_loss"] is None
-  # 19 pool words and "br"; "its" is a stop word, "7/10." cleans away.
-  assert (res["n_train"], res["n_val"], res["vocab_words"]) == (30, 10, 20)
-  assert res["settings"]["total_steps"] == 6
-  assert res["settings"]["weight_decay"] == 1.0
-  assert res["backend"] == jax.default_backend()
-  assert res["versions"]["jax"] == jax.__version__
-  assert "all 10 held-out reviews" in res["validation"]
-  assert "standard error" in res["validation"]
-  assert res["seconds_per_update"] > 0
-  assert res["best_val_acc_step"] in (3, 6)
-  assert res["best_val_acc"] == max(h["val_acc"] for h in res["history"][1:])
-  assert res["min_val_loss"] == min(h["val_loss"]
-                                    for h in res["history"][1:])
-  assert res["paper_results"] is None and res["paper_setting"] is False
-
-  out = tmp_path / "compare"
-  assert cli.main(["imdb-compare", "--data", str(tiny_csv), "--out", str(out),
-                   *TINY]) == 0
-  lines = capsys.readouterr().out.splitlines()
-  summary = json.loads((out / "results.json").read_text())
-  assert list(summary["runs"]) == ["baseline", "weight-decay", "grokfast-ema"]
-  for name in summary["runs"]:
-    assert (out / name / "results.json").is_file()
-    assert (out / name / "curves.png").is_file()
-  assert (out / "curves.png").stat().st_size > 0
-  assert (out / "loss.png").stat().st_size > 0
-  settings = {k: v["settings"] for k, v in summary["runs"].items()}
-  assert settings["baseline"]["filter"] == "none"
-  assert settings["baseline"]["weight_decay"] == 1.0
-  assert settings["weight-decay"]["filter"] == "none"
-  assert settings["weight-decay"]["weight_decay"] == 10.0
-  assert settings["grokfast-ema"]["weight_decay"] == 10.0
-  assert (settings["grokfast-ema"]["alpha"],
-          settings["grokfast-ema"]["lamb"]) == (0.98, 2.0)
-  assert summary["summary"] == [l for l in lines if " best val acc " in l]
-  assert len(summary["summary"]) == 3
-  # Same seed, same settings: the compare's baseline repeats the single run.
-  assert (_strip_seconds(summary["runs"]["baseline"]["history"])
-          == _strip_seconds(res["history"]))
-  # The weight decay changes the run.
-  assert (summary["runs"]["weight-decay"]["final_val_loss"]
-          != summary["runs"]["baseline"]["final_val_loss"])
 
 
 # ------------------------------------------------------------------ docs

@@ -164,8 +164,8 @@ class Task:
       for results.json; `run_facts` has the history, curves, program info
       and timings (see the harness).
     describe: ``results -> str``: one honest line.
-    plan_compare: ``(given) -> [(run name, config), ...]``: the runs of the
-      comparison from the flags given.
+    plan_compare: ``(given) -> [(folder, run name, config), ...]``: the
+      runs of the comparison from the flags given.
     summarize_compare: ``(runs: {name: results}) -> (lines, extra)``: the
       comparison's printed lines and extra results keys.
     title: ``(config, what) -> str``: plot title.
@@ -199,7 +199,7 @@ class Task:
   compare_description: str = ""
   load_data: Optional[Callable[[Any], Any]] = None
   plan_compare: Optional[Callable[[Mapping[str, Any]],
-                                  list[tuple[str, Any]]]] = None
+                                  list[tuple[str, str, Any]]]] = None
   summarize_compare: Optional[Callable[[Mapping[str, Mapping[str, Any]]],
                                        tuple[list[str], dict[str, Any]]]] = None
   title: Callable[[Any, str], str] = lambda cfg, what: what

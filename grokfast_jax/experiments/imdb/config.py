@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from grokfast_jax.experiments import settings
+from grokfast_jax.experiments.harness import option
 
 FILTERS = settings.GROKFAST_FILTERS
 VAL_FRACTION = 0.25  # held-out share of the rows, stratified by label
@@ -43,6 +44,12 @@ PAPER_DEFAULTS: dict[str, dict[str, float]] = {
     "ma": {"window_size": 100, "lamb": 5.0, "weight_decay": 10.0},
 }
 README_WEIGHT_DECAY = 10.0  # the README commands' weight decay
+# --stop-at-target's validation accuracy: the paper's best for the baseline.
+TARGET_VAL_ACC = 0.84
+# Fields that are paths, not settings of what is trained (left out of the
+# settings dict; results.json names the files in data_source and
+# stopwords_source).
+_PATH_FIELDS = ("data", "stopwords")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,25 +81,53 @@ class ImdbConfig(settings.FilterSettingsMixin):
     seed: seeds the split, the initialization and the shuffling, >= 0.
     max_steps: updates to run at least, >= 1; rounded UP to whole epochs (see
       :attr:`total_steps`: 10,000 -> 10,005 = 667 epochs of 15).
+    stop_at_target: end the run after the first epoch whose validation
+      accuracy reaches :data:`TARGET_VAL_ACC`.
+    data: the IMDb CSV (required to load the data; see :func:`make_config`).
+    stopwords: a stop-word file, or None for the packaged NLTK list.
+
+  Every field is a flag of ``grokfast-jax imdb`` (``--field-name``) except
+  lr, clip_norm, init_scale, vocab_size, embed_dim and num_layers.
   """
 
-  filter: str = "ema"
-  alpha: float = 0.98
-  lamb: float = 2.0
-  window_size: int = 100
-  weight_decay: float = 10.0
-  lr: float = 3e-4
-  clip_norm: float = 5.0
-  init_scale: float = 6.0
-  vocab_size: int = 1000
-  seq_len: int = 500
-  embed_dim: int = 64
-  hidden: int = 256
-  num_layers: int = 2
-  size: int = 1000
-  batch_size: int = 50
-  seed: int = 0
-  max_steps: int = 10_000
+  filter: str = option(
+      "ema", "gradient filter (default ema; 'none' is the baseline with "
+      "weight decay 1.0, 'ma' is not a paper setting; imdb-compare: the "
+      "Grokfast run's filter, ema or ma)", choices=FILTERS)
+  alpha: float = option(0.98, "Grokfast-EMA momentum (default 0.98)")
+  lamb: float = option(2.0, "Grokfast amplification (default 2.0 for ema, "
+                       "5.0 for ma)")
+  window_size: int = option(100, "Grokfast-MA window (default 100)")
+  weight_decay: float = option(
+      10.0, "AdamW weight decay (default 1.0 with --filter none, the "
+      "reference script's; 10.0 with a filter, its README's; imdb-compare: "
+      "the weight-decay control's and the Grokfast run's, default 10.0)")
+  lr: float = option(3e-4, cli=False)
+  clip_norm: float = option(5.0, cli=False)
+  init_scale: float = option(6.0, cli=False)
+  vocab_size: int = option(1000, cli=False)
+  seq_len: int = option(500, "tokens per review, the first kept, left-padded "
+                        "(default 500, the reference's; shorter is faster)")
+  embed_dim: int = option(64, cli=False)
+  hidden: int = option(256, "LSTM hidden width (default 256, the "
+                       "reference's)")
+  num_layers: int = option(2, cli=False)
+  size: int = option(1000, "CSV rows used, the first (default 1000: 750 "
+                     "train, 250 validation)")
+  batch_size: int = option(50, "minibatch size (default 50, the reference's)")
+  seed: int = option(0, "seeds the split, init and shuffles (default 0)")
+  max_steps: int = option(
+      10_000, "updates (default 10000), rounded UP to whole epochs: 10000 "
+      "runs 667 epochs of 15 = 10005 updates")
+  stop_at_target: bool = option(
+      False, f"stop a run at the first epoch whose validation accuracy "
+      f"reaches {TARGET_VAL_ACC:g} (the paper's baseline best)")
+  data: Optional[str] = option(
+      None, "the IMDb CSV (header review,sentiment; labels "
+      "positive/negative); required", metavar="PATH")
+  stopwords: Optional[str] = option(
+      None, "stop-word file, one word per line (default: the packaged "
+      "179-word NLTK English list)", metavar="PATH")
 
   def __post_init__(self) -> None:
     """Validates the settings: the filter's and AdamW's, all finite
@@ -145,13 +180,16 @@ class ImdbConfig(settings.FilterSettingsMixin):
     return self.epochs * self.steps_per_epoch
 
   def to_dict(self) -> dict[str, Any]:
-    """The settings as a JSON-friendly dict, without the unused filter knobs,
-    plus the derived n_train, n_val, steps_per_epoch, epochs and
-    total_steps."""
-    return self.filter_settings_dict(
+    """The settings as a JSON-friendly dict, without the unused filter knobs
+    and the paths, plus the derived n_train, n_val, steps_per_epoch, epochs
+    and total_steps."""
+    d = self.filter_settings_dict(
         n_train=self.n_train, n_val=self.n_val,
         steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
         total_steps=self.total_steps)
+    for name in _PATH_FIELDS:
+      del d[name]
+    return d
 
 
 def paper_config(filter: str = "ema",
@@ -170,6 +208,29 @@ def paper_config(filter: str = "ema",
   """
   return settings.config_with_defaults(ImdbConfig, FILTERS, PAPER_DEFAULTS,
                                      filter, overrides)
+
+
+def make_config(given: Mapping[str, Any]) -> ImdbConfig:
+  """The config of the flags given (field -> value; absent: not given).
+
+  :func:`paper_config` of the given filter (default "ema"); with filter
+  "none" the filter knobs alpha, lamb and window_size are ignored.
+
+  Raises:
+    ValueError: no data file given, or a setting out of its range (naming
+      it).
+  """
+  fields = {f.name for f in dataclasses.fields(ImdbConfig)}
+  given = {k: v for k, v in given.items() if k in fields}
+  filter = given.pop("filter", "ema")
+  if filter == "none":
+    for name in ("alpha", "lamb", "window_size"):
+      given.pop(name, None)
+  cfg = paper_config(filter, **given)
+  if cfg.data is None:
+    raise ValueError("--data is required: the IMDb CSV (header "
+                     "review,sentiment)")
+  return cfg
 
 
 def is_paper_setting(cfg: ImdbConfig) -> bool:

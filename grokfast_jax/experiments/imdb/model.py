@@ -2,7 +2,7 @@
 
 ``Embedding(vocab + 1, 64) -> 2-layer LSTM (hidden 256) -> Linear(256, 1)``;
 the logit of the last time step is the review's score (the reference applies a
-sigmoid; the loss here takes the logit, see ``train.bce_with_logits``).
+sigmoid; the loss here takes the logit, see ``training.bce_with_logits``).
 
 Each LSTM layer follows ``torch.nn.LSTM`` exactly: parameters ``w_ih``
 ``[4H, in]``, ``w_hh`` ``[4H, H]`` and two biases ``b_ih``, ``b_hh`` ``[4H]``,
