@@ -8,17 +8,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(script, *args):
+def _run(module, *args):
   env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script),
+  proc = subprocess.run([sys.executable, "-m", f"benchmarks.micro.{module}",
                          *args], capture_output=True, text=True, env=env,
-                        timeout=300, check=False)
+                        cwd=ROOT, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   return proc.stdout
 
 
 def test_bsa_cost_prints_both_methods_side_by_side():
-  out = _run("bsa_cost.py", "--batches", "16,32", "--channels", "7",
+  out = _run("bsa_cost", "--batches", "16,32", "--channels", "7",
              "--rounds", "1")
   rows = [line for line in out.splitlines() if line.startswith("| 16 |")
           or line.startswith("| 32 |")]
@@ -31,7 +31,7 @@ def test_bsa_cost_prints_both_methods_side_by_side():
 
 
 def test_bsa_scan_tuning_times_every_variant():
-  out = _run("bsa_scan_tuning.py", "--batches", "32", "--channels", "7",
+  out = _run("bsa_scan_tuning", "--batches", "32", "--channels", "7",
              "--blocks", "16", "--chunks", "10,all", "--rounds", "1")
   row = next(r for r in out.splitlines() if r.startswith("B=32 C=7:"))
   # The closed form, and the scan in 7 one-channel chunks and in one chunk.

@@ -347,15 +347,15 @@ METHODS = ("auto", "closed", "scan")
 
 
 # "auto" uses the closed form only for B <= 16 with C < 64, the scan otherwise.
-# Measured on CPU (benchmarks/bsa_cost.py, forward + backward, L = 96, N = 3,
-# median of 21 interleaved rounds, with the channel-chunked scan): the closed
-# form was 25-35% faster at B = 8-16 with C = 7-32 (under 2 ms either way),
-# 10-25% faster at B = 24-32 with C = 21 and 10% faster at B = 8 with C = 64;
-# the scan was faster at B >= 24 with C = 7, at B >= 64 with C = 21, at
-# B >= 16 with C >= 64 and for every B with C >= 128 (2x at B = 16 and 3-4x at
-# B = 32-96 with C = 321). The scan's memory was at most 15% above the closed
-# form's (B = 32, C = 7-64) and far below it for longer batches (0.5 GB vs
-# 12 GB at B = 1024, C = 321).
+# Measured on CPU (benchmarks/micro/bsa_cost.py, forward + backward,
+# L = 96, N = 3, median of 21 interleaved rounds, with the channel-chunked
+# scan): the closed form was 25-35% faster at B = 8-16 with C = 7-32 (under
+# 2 ms either way), 10-25% faster at B = 24-32 with C = 21 and 10% faster at
+# B = 8 with C = 64; the scan was faster at B >= 24 with C = 7, at B >= 64
+# with C = 21, at B >= 16 with C >= 64 and for every B with C >= 128 (2x at
+# B = 16 and 3-4x at B = 32-96 with C = 321). The scan's memory was at most
+# 15% above the closed form's (B = 32, C = 7-64) and far below it for longer
+# batches (0.5 GB vs 12 GB at B = 1024, C = 321).
 _AUTO_CLOSED_MAX_BATCH = 16
 _AUTO_CLOSED_MAX_CHANNELS = 63
 

@@ -189,7 +189,7 @@ class BatchedSpectralAttention(nnx.Module):
     that size, 1 GB at B = 1024, C = 321 (8x less than the closed form there).
   * ``"auto"`` (default) picks from the static shapes at trace time: the
     closed form for short batches of few channels (B <= 16 with C < 64), the
-    scan otherwise (measured on CPU with ``benchmarks/bsa_cost.py``).
+    scan otherwise (measured on CPU with ``benchmarks/micro/bsa_cost.py``).
 
   The output for sample `t` is the Spectral Attention mix of :math:`F_t` and
   :math:`E_{1..N,t}` (see :mod:`grokfast_jax.spectral_attention`); it is the

@@ -131,3 +131,52 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
   assert str(path) in err
   assert re.search(expected, err), err
   assert not out.exists()
+
+
+def _stable(value):
+  """`value` without wall-clock keys (at any depth)."""
+  if isinstance(value, dict):
+    return {k: _stable(v) for k, v in value.items()
+            if "seconds" not in k and k not in ("versions", "path")}
+  if isinstance(value, list):
+    return [_stable(v) for v in value]
+  return value
+
+
+def test_forecast_resumed_after_a_kill_writes_the_same_results(
+    tmp_path, capsys, monkeypatch):
+  from grokfast_jax.experiments import checkpoint as checkpoint_lib
+  path = write_csv(tmp_path / "ett.csv")
+  assert forecast(path, tmp_path / "full") == 0
+  ckpt = str(tmp_path / "ckpt")
+  save = checkpoint_lib.RunCheckpointer.save
+
+  def killing_save(self, *args, **kwargs):  # killed after the base stage
+    save(self, *args, **kwargs)
+    raise KeyboardInterrupt
+
+  with monkeypatch.context() as m:
+    m.setattr(checkpoint_lib.RunCheckpointer, "save", killing_save)
+    with pytest.raises(KeyboardInterrupt):
+      forecast(path, tmp_path / "a", "--checkpoint-dir", ckpt)
+  assert not (tmp_path / "a").exists()
+  # Without --resume the checkpoints are not overwritten: one error line.
+  capsys.readouterr()
+  assert forecast(path, tmp_path / "b", "--checkpoint-dir", ckpt) == 2
+  err = capsys.readouterr().err.strip()
+  assert "\n" not in err and "already holds checkpoints" in err
+  assert forecast(path, tmp_path / "b", "--checkpoint-dir", ckpt,
+                  "--resume") == 0
+  full = json.loads((tmp_path / "full" / "results.json").read_text())
+  resumed = json.loads((tmp_path / "b" / "results.json").read_text())
+  assert _stable(resumed) == _stable(full)
+  assert set(resumed["stages"]) == {"base", "finetune"}
+  assert resumed["task"] == "forecast" and resumed["log"] == full["log"]
+
+
+def test_forecast_has_no_mesh_flags(tmp_path, capsys):
+  # Its batches are consecutive windows in time order (BSA): not split.
+  with pytest.raises(SystemExit) as e:
+    forecast(write_csv(tmp_path / "x.csv"), tmp_path / "out", "--mesh", "dp")
+  assert e.value.code == 2
+  assert "unrecognized arguments: --mesh dp" in capsys.readouterr().err

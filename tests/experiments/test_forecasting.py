@@ -1,15 +1,19 @@
-"""Tests of the forecasting experiment: data pipeline, models, BSA fine-tuning."""
+"""Tests of the forecasting experiment: data pipeline, models, the stages,
+BSA fine-tuning and exact resume."""
 
 from pathlib import Path
 
+import chex
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from grokfast_jax.experiments import checkpoint as checkpoint_lib
 from grokfast_jax.experiments.forecasting import data as fdata
-from grokfast_jax.experiments.forecasting import models, train
-from grokfast_jax.experiments.forecasting.config import ForecastConfig
+from grokfast_jax.experiments.forecasting import models, stages, steps, task
+from grokfast_jax.experiments.forecasting.config import (
+    CommandConfig, ForecastConfig, make_command_config)
 
 REPO = Path(__file__).resolve().parents[2]
 ETTH1 = REPO / ".." / "shared" / "data" / "ett" / "ETTh1.csv"
@@ -58,7 +62,7 @@ def test_forecast_data_windows_normalization_and_batches():
   x, y = fdata.windows(fd.series, fd.starts["val"][:2], 10, 5)
   assert x.shape == (2, 2, 10) and y.shape == (2, 2, 5)
   np.testing.assert_array_equal(y[0, :, 0], fd.series[300])
-  xj, yj = train.gather(jnp.asarray(fd.series),
+  xj, yj = steps.gather(jnp.asarray(fd.series),
                         jnp.asarray(fd.starts["val"][:2]), 10, 5)
   np.testing.assert_array_equal(xj, x)
   np.testing.assert_array_equal(yj, y)
@@ -150,12 +154,12 @@ def test_evaluation_does_not_depend_on_the_batch_size():
   model = models.make_model("dlinear", 3, 16, 4, spectral={})
   model.spectral.logits[...] = jnp.asarray(
       rng.normal(size=model.spectral.logits[...].shape), jnp.float32)
-  a = train.evaluate(model, fd, "test", batch_size=32)
-  b = train.evaluate(model, fd, "test", batch_size=7)
+  a = steps.evaluate(model, fd, "test", batch_size=32)
+  b = steps.evaluate(model, fd, "test", batch_size=7)
   assert a["mse"] == pytest.approx(b["mse"], rel=1e-5)
   assert a["mae"] == pytest.approx(b["mae"], rel=1e-5)
   # The warm-up matters: without it the first test windows see no history.
-  c = train.evaluate(model, fd, "test", batch_size=32, warm_up=False)
+  c = steps.evaluate(model, fd, "test", batch_size=32, warm_up=False)
   assert c["mse"] != pytest.approx(a["mse"], rel=1e-4)
 
 
@@ -166,6 +170,140 @@ def test_config_validates():
     ForecastConfig(ft_batch_size=0)
   cfg = ForecastConfig(learnable_alpha=True)
   assert cfg.spectral_kwargs()["learnable_alpha"] is True
+  with pytest.raises(ValueError, match="stage must be one of"):
+    stages.Stage(cfg, "warmup")
+
+
+@pytest.mark.parametrize("given, named", [
+    ({}, "--data is required"),
+    ({"data": "x.csv", "epochs": 0}, "--epochs must be >= 1, got 0"),
+    ({"data": "x.csv", "ft_epochs": -1}, "--ft-epochs must be >= 0, got -1"),
+    ({"data": "x.csv", "horizon": 0}, "horizon must be >= 1, got 0"),
+    ({"data": "x.csv", "model": "patchtst", "lookback": 7},
+     "lookback must be >= 8"),
+])
+def test_command_config_names_the_bad_flag(given, named):
+  with pytest.raises(ValueError, match=named):
+    make_command_config(given)
+
+
+def test_command_config_fills_the_run_config():
+  cmd = make_command_config({"data": "x.csv", "epochs": 4, "ft_epochs": 0,
+                             "model": "rlinear", "control": True})
+  assert isinstance(cmd, CommandConfig) and cmd.control
+  cfg = cmd.run_config()
+  assert (cfg.model, cfg.max_epochs, cfg.ft_epochs) == ("rlinear", 4, 0)
+  assert task.TASK.config_class is CommandConfig and not task.TASK.mesh_ok
+
+
+# --- the stages and exact resume ---------------------------------------------
+
+# 400 rows, L=16, H=4: 221 training windows, 13 base updates an epoch
+# (batch 16) and 6 fine-tuning updates (batch 32). At this learning rate
+# the base stage stops early after 3 epochs (patience 1).
+SMALL = ForecastConfig(model="dlinear", lookback=16, horizon=4, batch_size=16,
+                       lr=0.05, ft_batch_size=32, max_epochs=6, patience=1,
+                       ft_epochs=2, eval_batch_size=64)
+
+
+def small_series(rows=400):
+  rng = np.random.default_rng(0)
+  t = np.arange(rows)[:, None]
+  return (np.sin(t / 7 + np.arange(2)) + 0.01 * t
+          + 0.1 * rng.normal(size=(rows, 2))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def full():
+  """An uninterrupted small run with the control (compiles once)."""
+  return task.run(small_series(), SMALL, control=True, keep_models=True)
+
+
+def _no_seconds(history):
+  return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+class Killed(Exception):
+  """Stands for a kill right after a checkpoint was written."""
+
+
+def test_base_stage_keeps_the_best_params_and_stops_early(full):
+  run, fd = full["runs"]["base"], full["data"]
+  h = run.history
+  assert len(h) == 3 and run.results["stopped_early"]
+  assert h[-1]["epochs_without_gain"] == 1
+  assert h[-1]["val_loss"] >= h[-2]["best_val_loss"] == h[-2]["val_loss"]
+  assert run.results["steps_per_epoch"] == 221 // 16 == 13
+  assert [e["epoch"] for e in run.results["log"]] == [0, 1, 2]
+  # The best params are kept; scored again they give the best val MSE.
+  assert full["base_val"] == min(e["val_loss"] for e in h)
+  assert [e["stage"] for e in full["log"]] == (
+      ["base"] * 3 + ["finetune"] * 2 + ["control"] * 2)
+
+
+def test_bsa_starts_as_the_base_model_and_its_state_is_carried(full):
+  fd, start = full["data"], full["runs"]["base"].state["best_params"]
+  stage = stages.Stage(SMALL, "finetune")
+  bsa = stages.stage_model(stage, fd, start)
+  assert bsa.spectral is not None
+  assert steps.evaluate(bsa, fd, "val", batch_size=64)["mse"] == (
+      pytest.approx(full["base_val"], rel=1e-5))
+  state = full["runs"]["finetune"].state
+  assert set(state) == {"params", "rest", "opt", "best_params", "best_val",
+                        "bad"}
+  # The BSA's EMA state is part of the training state.
+  assert bool(state["rest"]["spectral"]["initialized"][...])
+  assert np.abs(np.asarray(state["rest"]["spectral"]["ema"][...])).max() > 0
+  assert not full["runs"]["control"].state["rest"]  # no BSA, no state
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
+    full, tmp_path, monkeypatch):
+  values = small_series()
+  folder = tmp_path / "ckpt"
+  save = checkpoint_lib.RunCheckpointer.save
+  # Killed after base epoch 2; resumed and killed again after fine-tuning
+  # epoch 1 (the base stage, stopped early after epoch 3, is then restored,
+  # not trained again); resumed to the end.
+  for resume in (False, True):
+    calls = []
+
+    def killing_save(self, *args, **kwargs):
+      written = save(self, *args, **kwargs)
+      calls.append(1)
+      if len(calls) == 2:
+        raise Killed
+      return written
+
+    with monkeypatch.context() as m:
+      m.setattr(checkpoint_lib.RunCheckpointer, "save", killing_save)
+      with pytest.raises(Killed):
+        task.run(values, SMALL, control=True, checkpoint_dir=folder,
+                 checkpoint_every=1, resume=resume)
+  assert {p.name for p in folder.iterdir()} == {"base", "finetune"}
+  resumed = task.run(values, SMALL, control=True, checkpoint_dir=folder,
+                     checkpoint_every=1, resume=True)
+  assert resumed["metrics"] == full["metrics"]
+  assert resumed["log"] == full["log"]
+  for name, run in full["runs"].items():
+    again = resumed["runs"][name]
+    assert _no_seconds(again.history) == _no_seconds(run.history)
+    chex.assert_trees_all_equal(again.state, run.state)  # bit for bit
+
+
+def test_existing_checkpoints_need_resume_and_the_same_settings(tmp_path):
+  values = small_series()
+  cfg = ForecastConfig(**{**SMALL.__dict__, "max_epochs": 1, "ft_epochs": 1})
+  task.run(values, cfg, checkpoint_dir=tmp_path)
+  assert {p.name for p in tmp_path.iterdir()} == {"base", "finetune"}
+  with pytest.raises(ValueError, match="already holds checkpoints"):
+    task.run(values, cfg, checkpoint_dir=tmp_path)
+  other = ForecastConfig(**{**cfg.__dict__, "seed": 1})
+  with pytest.raises(checkpoint_lib.CheckpointMismatchError,
+                     match="seed: checkpoint 0, this run 1"):
+    task.run(values, other, checkpoint_dir=tmp_path, resume=True)
+  with pytest.raises(ValueError, match="--resume needs --checkpoint-dir"):
+    task.run(values, cfg, resume=True)
 
 
 @pytest.mark.skipif(not ETTH1.exists(),
@@ -177,23 +315,16 @@ def test_bsa_finetune_on_etth1_slice_lowers_validation_loss():
   cfg = ForecastConfig(model="dlinear", horizon=24, max_rows=6000,
                        max_epochs=2, patience=2, ft_epochs=2,
                        ft_batch_size=64)
-  fd = fdata.make_forecast_data(values, cfg.lookback, cfg.horizon,
-                                max_rows=cfg.max_rows)
-  base = models.make_model("dlinear", fd.channels, cfg.lookback, cfg.horizon)
-  train.fit_base(base, fd, cfg)
-  base_val = train.evaluate(base, fd, "val")["mse"]
-  bsa = models.make_model("dlinear", fd.channels, cfg.lookback, cfg.horizon,
-                          spectral=cfg.spectral_kwargs())
-  models.transfer_params(base, bsa)
-  assert train.evaluate(bsa, fd, "val")["mse"] == pytest.approx(base_val,
-                                                                rel=1e-5)
-  log = []
-  train.finetune_spectral(bsa, fd, cfg, log)
-  ft_val = train.evaluate(bsa, fd, "val")["mse"]
-  assert [e["stage"] for e in log] == ["finetune"] * 2
+  result = task.run(values, cfg, keep_models=True)
+  base_val, ft_val = result["base_val"], result["bsa_val"]
+  assert [e["stage"] for e in result["log"]] == ["base"] * 2 + (
+      ["finetune"] * 2)
   assert ft_val < base_val * 0.99, (base_val, ft_val)
   # The fine-tuning moved the spectral weights away from the identity.
-  assert not np.allclose(bsa.spectral.logits[...],
+  fd = result["data"]
+  assert not np.allclose(result["models"]["bsa"].spectral.logits[...],
                          models.make_model(
                              "dlinear", fd.channels, cfg.lookback,
                              cfg.horizon, spectral={}).spectral.logits[...])
+
+

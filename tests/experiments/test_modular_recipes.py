@@ -1,9 +1,7 @@
 """Tests of the modular task's recipes, optimizer factory and new flags."""
 
 import dataclasses
-import importlib.util
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +10,7 @@ import optax
 import pytest
 
 import grokfast_jax as gj
+from benchmarks.studies import fastest_grok
 from grokfast_jax import cli
 from grokfast_jax.experiments.modular import config as config_lib
 from grokfast_jax.experiments.modular import optimizers
@@ -77,12 +76,9 @@ def test_paper_recipes_are_todays_paper_settings():
 
 
 def test_fastest_is_the_search_winner_as_benchmarked():
-  """`fastest` trains exactly what benchmarks/fastest_grok.py measured."""
-  path = Path(__file__).resolve().parents[2] / "benchmarks" / "fastest_grok.py"
-  spec = importlib.util.spec_from_file_location("fastest_grok", path)
-  bench = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(bench)
-  measured = _cfg(*bench.CANDIDATES[bench.WINNER])
+  """`fastest` trains exactly what `benchmarks.studies.fastest_grok`
+  measured."""
+  measured = _cfg(*fastest_grok.CANDIDATES[fastest_grok.WINNER])
   fastest = _cfg("--recipe", "fastest")
   assert dataclasses.replace(measured, recipe="fastest") == fastest
 

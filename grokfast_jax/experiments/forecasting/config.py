@@ -1,12 +1,18 @@
-"""Settings of one forecasting run: base training, then BSA fine-tuning."""
+"""Settings of one forecasting run: base training, then BSA fine-tuning.
+
+:class:`ForecastConfig` holds every setting of a run; :class:`CommandConfig`
+the ``grokfast-jax forecast`` flags (its fields are the flags), which fill
+some of them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from grokfast_jax.experiments.forecasting.data import SPLITS
 from grokfast_jax.experiments.forecasting.models import MODELS, check_shapes
+from grokfast_jax.experiments.harness import option
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,3 +92,61 @@ class ForecastConfig:
     """Keyword arguments of BatchedSpectralAttention for this run."""
     return {"alphas": tuple(self.alphas),
             "learnable_alpha": self.learnable_alpha, "bptt": self.bptt}
+
+
+_DEFAULTS = ForecastConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandConfig:
+  """The settings of the ``forecast`` command; each field is its flag."""
+
+  data: Optional[str] = option(None, "CSV file with a header row "
+                               "(required)", metavar="PATH")
+  target: str = option("all", "the column to forecast, or 'all' (default) "
+                       "for every numeric column", metavar="COLUMN")
+  model: str = option(_DEFAULTS.model, "base forecaster (default "
+                      f"{_DEFAULTS.model})", choices=MODELS)
+  lookback: int = option(_DEFAULTS.lookback, "input length L (default "
+                         f"{_DEFAULTS.lookback})")
+  horizon: int = option(_DEFAULTS.horizon, "forecast length H (default "
+                        f"{_DEFAULTS.horizon})")
+  split: str = option(_DEFAULTS.split, "'ratio': chronological 0.6/0.2/0.2 "
+                      "of the rows (default); 'ett': the ETTh 12/4/4-month "
+                      "borders", choices=SPLITS)
+  seed: int = option(_DEFAULTS.seed, "init and shuffling seed (default "
+                     f"{_DEFAULTS.seed})")
+  epochs: int = option(_DEFAULTS.max_epochs, "base-training epochs at most "
+                       "(early stopping on the validation MSE, patience "
+                       f"{_DEFAULTS.patience}; default "
+                       f"{_DEFAULTS.max_epochs})")
+  ft_epochs: int = option(_DEFAULTS.ft_epochs, "BSA fine-tuning epochs "
+                          f"(default {_DEFAULTS.ft_epochs})")
+  control: bool = option(False, "also fine-tune the base model WITHOUT BSA "
+                         "by the same protocol (separates BSA from the extra "
+                         "training)")
+
+  def run_config(self) -> ForecastConfig:
+    """The run's :class:`ForecastConfig` (validated)."""
+    return ForecastConfig(model=self.model, lookback=self.lookback,
+                          horizon=self.horizon, split=self.split,
+                          seed=self.seed, max_epochs=self.epochs,
+                          ft_epochs=self.ft_epochs)
+
+
+def make_command_config(given: Mapping[str, Any]) -> CommandConfig:
+  """The command's settings from the flags given, validated.
+
+  Raises:
+    ValueError: naming the flag (``--data`` missing, ``--epochs`` < 1,
+      ``--ft-epochs`` < 0, or a setting :class:`ForecastConfig` refuses).
+  """
+  cmd = CommandConfig(**given)
+  if cmd.data is None:
+    raise ValueError("--data is required (a CSV file with a header row)")
+  if cmd.epochs < 1:
+    raise ValueError(f"--epochs must be >= 1, got {cmd.epochs}")
+  if cmd.ft_epochs < 0:
+    raise ValueError(f"--ft-epochs must be >= 0, got {cmd.ft_epochs}")
+  cmd.run_config()
+  return cmd

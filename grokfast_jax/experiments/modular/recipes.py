@@ -38,12 +38,12 @@ weight-norm    Weight rows bounded by 2.0 alone, on the baseline (Adam).
 iir            Grokfast-IIR alone: order-2 Butterworth at EMA's -3 dB point
                (cutoff 0.0064), lamb 2, the paper's EMA weight decay 0.005.
 muon           Muon alone (AdamW fallback off the blocks' kernels), baseline.
-fastest        The fastest recipe ``benchmarks/fastest_grok.py`` found (stage
-               2, ten seeds): Muon lr 2e-2 (its AdamW fallback, betas (0.9,
-               0.98), on embeddings, head, biases and LayerNorms), no filter,
-               no weight decay, and the Clip-to-Grok weight-norm bound (every
-               row at norm 2.0 at init, every leaf but the token embeddings
-               and the head clipped to 2.0).
+fastest        The fastest recipe ``benchmarks/studies/fastest_grok.py``
+               found (stage 2, ten seeds): Muon lr 2e-2 (its AdamW fallback,
+               betas (0.9, 0.98), on embeddings, head, biases and
+               LayerNorms), no filter, no weight decay, and the Clip-to-Grok
+               weight-norm bound (every row at norm 2.0 at init, every leaf
+               but the token embeddings and the head clipped to 2.0).
 =============  ===============================================================
 """
 
@@ -93,10 +93,10 @@ RECIPES: dict[str, Recipe] = {
          "weight_decay": 0.005}),
     "muon": Recipe("Muon alone (AdamW fallback), no filter, no wd",
                    {**_BASELINE, "optimizer": "muon"}),
-    # Picked by benchmarks/fastest_grok.py (see benchmarks/README.md).
+    # Picked by benchmarks/studies/fastest_grok.py (see benchmarks/README.md).
     "fastest": Recipe(
-        "the search's winner (benchmarks/fastest_grok.py): Muon lr 2e-2, "
-        "rows at norm 2.0 at init and clipped to 2.0, no filter, no wd",
+        "the search's winner (benchmarks/studies/fastest_grok.py): Muon lr "
+        "2e-2, rows at norm 2.0 at init and clipped to 2.0, no filter, no wd",
         {**_BASELINE, "optimizer": "muon", "lr": 2e-2,
          "max_weight_norm": 2.0, "weight_norm_axis": "row",
          "weight_norm_scope": "all"}),

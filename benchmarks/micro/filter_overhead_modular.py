@@ -10,7 +10,7 @@ all three, so only the filter differs. Configurations are timed in interleaved
 rounds of one epoch each; the report gives medians and minima over rounds and
 the ratios to Adam alone.
 
-Usage: python benchmarks/filter_overhead_modular.py [--rounds 15]
+Usage: python -m benchmarks.micro.filter_overhead_modular [--rounds 15]
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import statistics
 import time
 
 import jax
+import jax.numpy as jnp
 
+from grokfast_jax.experiments import harness
 from grokfast_jax.experiments.modular import config as config_lib
-from grokfast_jax.experiments.modular import train as train_lib
+from grokfast_jax.experiments.modular import task as modular_task
 
 
 def main(argv=None) -> int:
@@ -38,22 +40,24 @@ def main(argv=None) -> int:
     cfg = config_lib.paper_config(name, weight_decay=0.01,
                                   window_size=(args.window_size
                                                if name == "ma" else None))
-    tr = train_lib.make_trainer(cfg)
-    key = jax.random.key(0)
-    p, s, m = tr.train_epoch(tr.params, tr.opt_state, key)  # compile
+    # The task's pure epoch, jitted with its state donated, as the harness
+    # runs it (here one epoch a call, without the validation).
+    prog = modular_task.build(cfg, None, harness.Context())
+    epoch = jax.jit(prog.train_epoch, donate_argnums=0)
+    state, m = epoch(prog.state, jnp.int32(1), prog.data)  # compile
     jax.block_until_ready(m)
-    trainers[name] = [tr, p, s, []]
+    trainers[name] = [(epoch, prog.data, prog.steps_per_epoch), state, []]
 
   for r in range(args.rounds):
     for name, entry in trainers.items():
-      tr, p, s, times = entry
+      (epoch, data, steps_per_epoch), state, times = entry
       t0 = time.perf_counter()
-      p, s, m = tr.train_epoch(p, s, jax.random.key(r + 1))
+      state, m = epoch(state, jnp.int32(r + 2), data)
       jax.block_until_ready(m)
-      times.append((time.perf_counter() - t0) / tr.steps_per_epoch)
-      entry[1:3] = [p, s]
+      times.append((time.perf_counter() - t0) / steps_per_epoch)
+      entry[1] = state
 
-  n_params = sum(x.size for x in jax.tree.leaves(trainers["none"][1]))
+  n_params = sum(x.size for x in jax.tree.leaves(trainers["none"][1][0]))
   print(f"backend: {jax.default_backend()}, jax {jax.__version__}, "
         f"{platform.machine()}, {os.cpu_count()} cores")
   print(f"model: the algorithmic task's transformer, {n_params:,} params, "
@@ -63,9 +67,9 @@ def main(argv=None) -> int:
   print("|---|---|---|---|---|")
   labels = {"none": "adam (no filter)", "ema": "ema + adam",
             "ma": f"ma(w={args.window_size}) + adam"}
-  med0 = statistics.median(trainers["none"][3])
-  min0 = min(trainers["none"][3])
-  for name, (_, _, _, times) in trainers.items():
+  med0 = statistics.median(trainers["none"][2])
+  min0 = min(trainers["none"][2])
+  for name, (_, _, times) in trainers.items():
     med, best = statistics.median(times), min(times)
     print(f"| {labels[name]} | {med * 1e3:.2f} | {med / med0:.3f}x | "
           f"{best * 1e3:.2f} | {best / min0:.3f}x |")

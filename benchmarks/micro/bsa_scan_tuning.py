@@ -9,15 +9,13 @@ printed. Use it to pick `_SCAN_BLOCK` and the chunk budgets for a backend
 (`_SCAN_CHUNK_ELEMENTS`, `_SCAN_CHUNK_ELEMENTS_ACCELERATOR`), all in
 `grokfast_jax/spectral_attention/_kernels.py`.
 
-Usage: python benchmarks/bsa_scan_tuning.py [--batches 128,1024]
+Usage: python -m benchmarks.micro.bsa_scan_tuning [--batches 128,1024]
        [--channels 7,321] [--blocks 16,64] [--chunks 20,23,26,all]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +24,7 @@ import numpy as np
 from grokfast_jax import spectral_attention as sa
 from grokfast_jax.spectral_attention import _kernels
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bsa_cost  # noqa: E402  (benchmarks/ is not a package)
+from benchmarks.micro import bsa_cost
 
 
 def grad_fn(method, block, chunk):

@@ -65,9 +65,9 @@ Every run is appended as one JSON line to `--out` (default
 cap and continuation) is skipped, so an interrupted search resumes where it
 stopped.
 
-  python benchmarks/fastest_grok.py                 # the whole protocol
-  python benchmarks/fastest_grok.py --stage 1       # screen + search only
-  python benchmarks/fastest_grok.py --quick         # smoke test (minutes)
+  python -m benchmarks.studies.fastest_grok            # the whole protocol
+  python -m benchmarks.studies.fastest_grok --stage 1  # screen + search only
+  python -m benchmarks.studies.fastest_grok --quick    # smoke test (minutes)
 
 ``--quick`` runs 2 candidates on seed 0 with tiny caps on a tiny task (p=11,
 1 block of width 32): it checks the machinery, its numbers mean nothing.

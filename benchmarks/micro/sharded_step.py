@@ -12,7 +12,7 @@ the step time, measured side by side in one run.
 The 8 devices share this machine's cores, so step times compare the layouts'
 overheads, not the speed-up of real chips.
 
-Usage: python benchmarks/sharded_step.py [--filter ema|ma] [--window 100]
+Usage: python -m benchmarks.micro.sharded_step [--filter ema|ma] [--window 100]
 """
 
 from __future__ import annotations

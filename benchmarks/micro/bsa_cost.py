@@ -22,7 +22,7 @@ compiled estimate; mind the machine's RAM) and skips C = 862 (33 GB).
 The machine may be shared: the load average (``os.getloadavg()``) is printed
 before and after every configuration.
 
-Usage: python benchmarks/bsa_cost.py [--quick] [--rounds 5]
+Usage: python -m benchmarks.micro.bsa_cost [--quick] [--rounds 5]
 """
 
 from __future__ import annotations

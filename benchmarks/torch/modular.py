@@ -2,7 +2,7 @@
 
 An independent restatement, written from the published settings, of the
 training that ``grokfast_jax.experiments.modular`` runs in JAX, so that the
-two can be timed side by side (``benchmarks/speed_vs_torch.py``):
+two can be timed side by side (``python -m benchmarks.micro.speed_vs_torch``):
 
 - data: ``x * y mod 97`` for x in [0, 96], y in [1, 96]; tokens
   ``[x, op, y, =]`` (op = 97, "=" = 98, vocabulary 99); a random 50/50 split
@@ -26,7 +26,7 @@ two can be timed side by side (``benchmarks/speed_vs_torch.py``):
 PyTorch is an optional, benchmark-only dependency (``pip install
 torch==2.13.0``). Run as a script for one training run:
 
-  python benchmarks/torch_modular.py --filter ema --max-steps 3000 \\
+  python -m benchmarks.torch.modular --filter ema --max-steps 3000 \\
       --stop-at-target
 """
 

@@ -13,9 +13,10 @@ Each seed's results go to ``OUT/<task>/seed<k>/`` (a finished seed is not run
 again, so an interrupted benchmark resumes); ``--report`` prints the markdown
 table of all finished seeds next to the paper's figures::
 
-  python benchmarks/paper_tasks.py --tasks mnist --seeds 0,1,2
-  python benchmarks/paper_tasks.py --tasks imdb --imdb-seq-len 100 --imdb-steps 1005
-  python benchmarks/paper_tasks.py --report
+  python -m benchmarks.studies.paper_tasks --tasks mnist --seeds 0,1,2
+  python -m benchmarks.studies.paper_tasks --tasks imdb --imdb-seq-len 100 \\
+      --imdb-steps 1005
+  python -m benchmarks.studies.paper_tasks --report
 
 Data come from ``--data-dir`` (default: the ``shared/data`` folder beside the
 repository), holding ``mnist/``, ``imdb/IMDB-Dataset.csv`` and
@@ -34,7 +35,7 @@ from typing import Any, Callable, Optional
 from grokfast_jax import cli
 from grokfast_jax.experiments import common
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNS = ("baseline", "weight-decay", "grokfast-ema")
 
 

@@ -17,10 +17,10 @@ window for DLinear, RLinear and PatchTST (before RevIN) and on the
 instance-normalized window for the iTransformer.
 
 Usage (from the repository root):
-  .venv/bin/python benchmarks/ett_forecasting.py               # full run
-  .venv/bin/python benchmarks/ett_forecasting.py --horizons 96 --seeds 0 \
-      --datasets ETTh1                                         # quick look
-  .venv/bin/python benchmarks/ett_forecasting.py --control \
+  .venv/bin/python -m benchmarks.studies.ett_forecasting       # full run
+  .venv/bin/python -m benchmarks.studies.ett_forecasting --horizons 96 \\
+      --seeds 0 --datasets ETTh1                               # quick look
+  .venv/bin/python -m benchmarks.studies.ett_forecasting --control \\
       --models rlinear,patchtst                                # new models
 """
 
@@ -39,11 +39,11 @@ import numpy as np
 
 from grokfast_jax.experiments import common
 from grokfast_jax.experiments.forecasting import data as fdata
-from grokfast_jax.experiments.forecasting import train
+from grokfast_jax.experiments.forecasting import task
 from grokfast_jax.experiments.forecasting.config import ForecastConfig
 from grokfast_jax.experiments.forecasting.models import MODELS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -106,7 +106,7 @@ def main(argv=None) -> None:
           if key in done:
             runs.append(done[key])
             continue
-          out = train.run(values, cfg, control=args.control)
+          out = task.run(values, cfg, control=args.control)
           runs.append(out)
           if args.runs:
             keep = {k: out[k] for k in ("base", "bsa", "control", "base_val",

@@ -5,8 +5,9 @@ at its first evaluation with val acc >= 95%, or at --max-steps) and prints a
 markdown table of the median, min and max steps next to the paper's and the
 team's PyTorch figures.
 
-  python benchmarks/steps_to_grok.py                       # ema, ma; seeds 0-2
-  python benchmarks/steps_to_grok.py --filters none --seeds 0 --max-steps 50000
+  python -m benchmarks.studies.steps_to_grok     # ema, ma; seeds 0-2
+  python -m benchmarks.studies.steps_to_grok --filters none --seeds 0 \\
+      --max-steps 50000
 
 Steps come in multiples of 10: validation runs once per epoch (10 updates).
 """
@@ -22,7 +23,7 @@ import jax
 
 from grokfast_jax.experiments import common
 from grokfast_jax.experiments.modular import config as config_lib
-from grokfast_jax.experiments.modular import train as train_lib
+from grokfast_jax.experiments.modular import task as modular_task
 
 # Iterations to 95% val acc: Grokfast paper (Lee et al. 2024) and the team's
 # PyTorch re-run of the reference (seed 0).
@@ -56,10 +57,10 @@ def main(argv=None) -> int:
     for seed in seeds:
       cfg = config_lib.paper_config(f, seed=seed, max_steps=args.max_steps,
                                     stop_at_target=True)
-      r = train_lib.run(cfg, progress=args.progress,
-                        label=f"{train_lib.run_label(f)} seed {seed}")
+      r = modular_task.run(cfg, progress=args.progress,
+                           label=f"{modular_task.run_label(f)} seed {seed}")
       s95, t95 = r["steps_to_val_acc_95"], r["seconds_to_val_acc_95"]
-      print(f"{train_lib.run_label(f)} seed {seed}: "
+      print(f"{modular_task.run_label(f)} seed {seed}: "
             + (f"95% at step {s95:,} ({t95:.0f} s)" if s95 else
                f"not reached in {r['final']['step']:,} steps "
                f"(val acc {r['final']['val_acc']:.3f})"),
@@ -92,8 +93,8 @@ def main(argv=None) -> int:
       lo, hi = common.format_steps(min(done)), common.format_steps(max(done))
     else:
       med = lo = hi = f"{len(done)}/{len(steps)} reached"
-    print(f"| {train_lib.run_label(f)} | {setting} | {per_seed} | {med} | {lo} "
-          f"| {hi} | {PAPER[f]:,} | {TEAM_TORCH[f]:,} |")
+    print(f"| {modular_task.run_label(f)} | {setting} | {per_seed} | {med} "
+          f"| {lo} | {hi} | {PAPER[f]:,} | {TEAM_TORCH[f]:,} |")
   if args.json:
     with open(args.json, "w") as fh:
       json.dump(common.to_json_safe({"runs": runs, "time": time.time()}), fh,

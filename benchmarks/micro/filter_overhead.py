@@ -8,7 +8,7 @@ Configurations are timed in interleaved rounds (each round runs every
 configuration for `--steps` steps), and the reported time is the median over
 rounds, so slow drift of the machine affects all configurations alike.
 
-Usage: python benchmarks/filter_overhead.py [--rounds 7] [--steps 50]
+Usage: python -m benchmarks.micro.filter_overhead [--rounds 7] [--steps 50]
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ model, compiling and evaluating included; Python and JAX import excluded),
 the whole process's wall time, and the training speed in steps per second
 after the first epoch (which includes compilation).
 
-  python benchmarks/time_to_grok.py                  # EMA, seeds 0-2
-  python benchmarks/time_to_grok.py --filters ema,ma --seeds 0
+  python -m benchmarks.studies.time_to_grok                  # EMA, seeds 0-2
+  python -m benchmarks.studies.time_to_grok --filters ema,ma --seeds 0
 
 Wrap timed runs in ``flock /tmp/grokfast_timing.lock`` on a shared machine.
 """

@@ -4,9 +4,10 @@ Both train the Grokfast algorithmic task (``x * y mod 97``, 2-block
 transformer, Adam, Grokfast-EMA alpha 0.98 lamb 2, wd 0.005, batch 512) with
 the same settings and the same training split, in one process:
 
-- JAX: ``grokfast_jax.experiments.modular.train.make_trainer`` (one jitted
-  ``lax.scan`` per epoch, then the jitted validation);
-- PyTorch: ``benchmarks/torch_modular.py`` (eager, ``torch.optim.Adam``).
+- JAX: the epoch and validation of ``grokfast_jax.experiments.modular.task``
+  (``build``'s pure functions, jitted: one ``lax.scan`` per epoch with the
+  state donated, then the validation);
+- PyTorch: ``benchmarks/torch/modular.py`` (eager, ``torch.optim.Adam``).
 
 An epoch is 10 updates followed by its validation pass over the 4,656
 validation equations; seconds per step = epoch seconds / 10. After one
@@ -20,8 +21,8 @@ With ``--time-to-grok`` both are also trained from scratch to 95% validation
 accuracy (one after the other; seconds counted from building the model, JAX
 compilation included).
 
-  flock /tmp/grokfast_timing.lock python benchmarks/speed_vs_torch.py
-  python benchmarks/speed_vs_torch.py --rounds 9 --epochs 3 --time-to-grok
+  flock /tmp/grokfast_timing.lock python -m benchmarks.micro.speed_vs_torch
+  python -m benchmarks.micro.speed_vs_torch --rounds 9 --epochs 3 --time-to-grok
 
 Needs PyTorch (``pip install torch==2.13.0``).
 """
@@ -35,18 +36,16 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import torch
 
+from benchmarks.torch import modular as torch_modular
+from grokfast_jax.experiments import harness
 from grokfast_jax.experiments.modular import config as config_lib
-from grokfast_jax.experiments.modular import train as train_lib
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch_modular  # noqa: E402  (benchmarks/ is not a package)
+from grokfast_jax.experiments.modular import task as modular_task
 
 TARGET_RATIO = 0.8
 
@@ -67,24 +66,22 @@ class JaxRunner:
 
   def __init__(self, cfg: config_lib.ModularConfig):
     t0 = time.perf_counter()
-    self.trainer = train_lib.make_trainer(cfg)
+    prog = modular_task.build(cfg, None, harness.Context())
     self.build_seconds = time.perf_counter() - t0
-    self.params = self.trainer.params
-    self.opt_state = self.trainer.opt_state
-    self.val_x = jnp.asarray(self.trainer.val.inputs)
-    self.val_y = jnp.asarray(self.trainer.val.labels)
-    self.key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
-    self.steps_per_epoch = self.trainer.steps_per_epoch
+    self.train_epoch = jax.jit(prog.train_epoch, donate_argnums=0)
+    self.evaluate = jax.jit(lambda state, d: prog.evaluate(state, d)[1])
+    self.state, self.data = prog.state, prog.data
+    self.steps_per_epoch = prog.steps_per_epoch
     self.epoch = 0
     self.val_acc = 0.0
 
   def run_epoch(self) -> None:
     self.epoch += 1
-    self.params, self.opt_state, m = self.trainer.train_epoch(
-        self.params, self.opt_state, jax.random.fold_in(self.key, self.epoch))
-    _, val_acc = self.trainer.evaluate(self.params, self.val_x, self.val_y)
+    self.state, m = self.train_epoch(self.state, jnp.int32(self.epoch),
+                                     self.data)
+    ev = self.evaluate(self.state, self.data)
     float(m["loss_sum"])
-    self.val_acc = float(val_acc)
+    self.val_acc = float(ev["val_acc"])
 
 
 class TorchRunner:
@@ -165,7 +162,7 @@ def time_to_grok(cfg: config_lib.ModularConfig,
       cfg.filter, alpha=cfg.alpha, lamb=cfg.lamb,
       weight_decay=cfg.weight_decay, seed=cfg.seed, max_steps=max_steps,
       stop_at_target=True)
-  j = train_lib.run(jax_cfg, progress=False)
+  j = modular_task.run(jax_cfg, progress=False)
   t = torch_modular.run(torch_config(cfg), max_steps, stop_at_target=True)
   return {"jax": (j["steps_to_val_acc_95"], j["seconds_to_val_acc_95"]),
           "torch": (t["steps_to_target"], t["seconds_to_target"])}
