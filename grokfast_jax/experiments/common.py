@@ -43,9 +43,7 @@ def to_json_safe(value: Any) -> Any:
     return os.fspath(value)
   if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
     return to_json_safe(value.tolist())
-  if isinstance(value, bool) or value is None or isinstance(value, str):
-    return value
-  if isinstance(value, int):
+  if value is None or isinstance(value, (bool, str, int)):
     return value
   if isinstance(value, float):
     return value if math.isfinite(value) else None
@@ -184,13 +182,8 @@ class Progress:
   """
 
   def __init__(self, total: int, desc: str = "", disable: bool = False):
-    """Opens the bar.
-
-    Args:
-      total: number of steps the run will take at most.
-      desc: label shown before the bar.
-      disable: do not display anything (e.g. for ``--no-progress``).
-    """
+    """Opens a bar of `total` steps labelled `desc` (`disable`: hidden, as
+    with ``--no-progress``)."""
     from tqdm.auto import tqdm
     self._bar = tqdm(total=total, desc=desc, disable=disable, unit="step",
                      dynamic_ncols=True)

@@ -1,10 +1,13 @@
-"""The Grokfast settings the paper tasks (MNIST, IMDb, QM9) share.
+"""The Grokfast settings and training pieces the paper tasks (MNIST, IMDb,
+QM9) share.
 
 Validation and defaults of the filter knobs (:func:`check`,
-:func:`check_optimizer_settings`, :func:`config_with_defaults`), the names
-and settings dicts built from them (:class:`FilterSettingsMixin`), the
-filter in front of AdamW (:func:`grokfast_filter`, :func:`filtered_adamw`),
-and the carried :class:`TrainState`.
+:func:`check_optimizer_settings`, :func:`config_with_defaults`,
+:func:`config_from_flags`), the names and settings dicts built from them
+(:class:`FilterSettingsMixin`), the filter in front of AdamW
+(:func:`grokfast_filter`, :func:`filtered_adamw`, :func:`make_optimizer`),
+the carried :class:`TrainState`, the shuffled minibatch epoch
+(:func:`shuffled_epoch`) and the early stop at a mark (:func:`reached`).
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence
+from typing import (TYPE_CHECKING, Any, Callable, Mapping, NamedTuple,
+                    Optional, Sequence)
+
+import jax
 
 if TYPE_CHECKING:
-  import jax
   import optax
   from flax import nnx
 
@@ -31,16 +36,8 @@ _KNOB_NAMES = {"none": (), "ema": ("alpha", "lamb"),
 
 
 def check(name: str, value: Any, ok: bool, allowed: str) -> None:
-  """Raises a ValueError naming `name`, `allowed` and `value` unless `ok`.
-
-  Args:
-    name: the setting's name.
-    value: its value.
-    ok: whether the value is allowed.
-    allowed: what is allowed, e.g. ">= 1".
-
-  Raises:
-    ValueError: ``"<name> must be <allowed>, got <value>"`` when not `ok`.
+  """Raises ``ValueError("<name> must be <allowed>, got <value>")`` unless
+  `ok` (`allowed` says what is, e.g. ">= 1").
 
   Example:
     >>> check("lr", 0.1, True, "> 0")
@@ -101,15 +98,13 @@ def config_with_defaults(cls: type, filters: Sequence[str],
                          filter: str, overrides: Mapping[str, Any]) -> Any:
   """``cls(filter=filter, **defaults[filter])`` updated by `overrides`.
 
-  Overrides set to None are ignored, so parsed command-line options with no
-  value given fall back to the default for the chosen filter.
-
   Args:
     cls: the config class (it validates itself).
     filters: the allowed filters.
     defaults: filter -> default settings.
     filter: the chosen filter.
-    overrides: settings to use instead of the defaults (None: not given).
+    overrides: settings to use instead of the defaults; None values are
+      ignored (options not given keep the default for the filter).
 
   Returns:
     The config.
@@ -130,9 +125,56 @@ def config_with_defaults(cls: type, filters: Sequence[str],
   return cls(filter=filter, **fields)
 
 
+def config_from_flags(cls: type, filters: Sequence[str],
+                      defaults: Mapping[str, Mapping[str, Any]],
+                      given: Mapping[str, Any], default: str = "ema") -> Any:
+  """The config of the flags `given` (field -> value, absent when not given):
+  :func:`config_with_defaults` of the given filter (`default` if none) and
+  the other values; with filter "none" the filter knobs given are ignored.
+
+  Example:
+    >>> import collections
+    >>> Cfg = collections.namedtuple("Cfg", "filter lamb seed")
+    >>> config_from_flags(Cfg, ("none", "ema"), {"none": {"lamb": 0.0,
+    ...                   "seed": 0}}, {"filter": "none", "lamb": 3.0})
+    Cfg(filter='none', lamb=0.0, seed=0)
+  """
+  given = dict(given)
+  filter = given.pop("filter", default)
+  if filter == "none":
+    for knob in _UNUSED_KNOBS["none"]:
+      given.pop(knob, None)
+  return config_with_defaults(cls, filters, defaults, filter, given)
+
+
+def is_paper_setting(cfg: Any, paper: Any, free: Sequence[str]) -> bool:
+  """Whether the settings dicts (``to_dict``) of `cfg` and of the `paper`
+  config agree on every key but the `free` ones."""
+  mine, theirs = cfg.to_dict(), paper.to_dict()
+  return all(mine[k] == theirs[k] for k in mine if k not in free)
+
+
+def require_data(cfg: Any, what: str) -> None:
+  """Raises ``ValueError("--data is required: <what>")`` if `cfg.data` is
+  None."""
+  if cfg.data is None:
+    raise ValueError(f"--data is required: {what}")
+
+
+def run_name(filter: str) -> str:
+  """A run's short name: "baseline" for "none", else "grokfast-<filter>"."""
+  return "baseline" if filter == "none" else f"grokfast-{filter}"
+
+
 class FilterSettingsMixin:
   """Names and dict of a config dataclass with the fields filter, alpha, lamb,
   window_size and weight_decay (the paper tasks' configs derive from it).
+
+  In those configs: filter, the gradient filter in front of AdamW ("none",
+  "ema" or "ma"); alpha, Grokfast-EMA's momentum in [0, 1); lamb, Grokfast's
+  amplification, >= 0 ("ema" and "ma"); window_size, Grokfast-MA's window,
+  >= 1; weight_decay, AdamW's decoupled weight decay, >= 0; lr, AdamW's
+  learning rate, > 0 (:func:`check_optimizer_settings`).
 
   Example:
     >>> @dataclasses.dataclass(frozen=True)
@@ -151,7 +193,7 @@ class FilterSettingsMixin:
   @property
   def run_name(self) -> str:
     """A short label: "baseline", "grokfast-ema" or "grokfast-ma"."""
-    return "baseline" if self.filter == "none" else f"grokfast-{self.filter}"
+    return run_name(self.filter)
 
   @property
   def label(self) -> str:
@@ -203,10 +245,8 @@ def grokfast_filter(filter: str, *, alpha: Any = None, lamb: Any = None,
 @functools.lru_cache(maxsize=32)
 def filtered_adamw(filter: str, knobs: tuple, lr: float,
                    weight_decay: float) -> "optax.GradientTransformation":
-  """AdamW, behind the Grokfast filter `filter` names (if any).
-
-  Cached: equal settings return the same (stateless) object, so that runs
-  with equal settings share the compiled training function.
+  """AdamW, behind the Grokfast filter `filter` names (if any). Cached:
+  equal settings share one (stateless) object and compiled training.
 
   Args:
     filter: "none", "ema" or "ma".
@@ -224,6 +264,13 @@ def filtered_adamw(filter: str, knobs: tuple, lr: float,
   return adamw if grokfast is None else optax.chain(grokfast, adamw)
 
 
+def make_optimizer(cfg: Any) -> "optax.GradientTransformation":
+  """:func:`filtered_adamw` of a config's filter, knobs, lr and weight decay
+  (equal settings share one object and with it the compiled training)."""
+  return filtered_adamw(cfg.filter, filter_knobs(cfg), cfg.lr,
+                        cfg.weight_decay)
+
+
 class TrainState(NamedTuple):
   """What a jitted training call carries (and donates).
 
@@ -236,3 +283,71 @@ class TrainState(NamedTuple):
   params: nnx.State
   opt_state: optax.OptState
   key: jax.Array
+
+
+def identity(x: Any) -> Any:
+  """`x` (the default `shard_batch` of one device)."""
+  return x
+
+
+def count_params(params: Any) -> int:
+  """The number of scalars in the arrays of `params`."""
+  return sum(int(math.prod(p.shape)) for p in jax.tree.leaves(params))
+
+
+def seed_keys(seed: int) -> tuple["jax.Array", "jax.Array"]:
+  """``split(key(seed))``: the initialization key and the shuffle key."""
+  init_key, shuffle_key = jax.random.split(jax.random.key(seed))
+  return init_key, shuffle_key
+
+
+@functools.lru_cache(maxsize=32)
+def shuffled_epoch(update: Callable, steps: int, batch_size: int,
+                   keys: tuple[str, str] = ("x", "y")) -> Callable:
+  """One epoch of shuffled minibatches: ``train_epoch(state, epoch, data)``.
+
+  Splits the state's `key` (carried, so the order is a function of the seed
+  and the epoch, and a checkpoint holds it), permutes the examples with the
+  new sub-key and scans `update` over `steps` minibatches (the remainder is
+  dropped).
+
+  Args:
+    update: the pure ``update(state, (x, y)) -> (state, metrics)``.
+    steps: minibatches an epoch.
+    batch_size: examples a minibatch.
+    keys: the data's inputs and labels (``data[keys[0]]``, ...).
+
+  Returns:
+    ``train_epoch(state, epoch, data) -> (state, {"train_" + name: mean of
+    metrics[name] over the minibatches})``. Cached: equal arguments return
+    the same function (and share the harness's compilation).
+  """
+
+  def train_epoch(state, epoch, data):
+    del epoch  # the order follows the carried key
+    x, y = data[keys[0]], data[keys[1]]
+    key, sub = jax.random.split(state.key)
+    order = jax.random.permutation(sub, x.shape[0])
+    idx = order[:steps * batch_size].reshape(steps, batch_size)
+    state, metrics = jax.lax.scan(update, state._replace(key=key),
+                                  (x[idx], y[idx]))
+    return state, {f"train_{k}": v.mean() for k, v in metrics.items()}
+
+  return train_epoch
+
+
+def reached(key: str, mark: float, history: Sequence[Mapping[str, Any]]
+            ) -> bool:
+  """Whether the newest entry after training has ``entry[key] >= mark``
+  (the step-0 evaluation stops no run); bind `key` and `mark` with
+  ``functools.partial`` for a :attr:`Program.should_stop`."""
+  last = history[-1]
+  return last["step"] > 0 and last[key] >= mark
+
+
+def compile_o0(fn: Callable, *args: Any) -> Any:
+  """``jit(fn)`` for `args`, compiled without optimization: the same values
+  as eager execution, for a run-once graph (an initialization) whose
+  optimization costs more than it saves."""
+  return jax.jit(fn).lower(*args).compile(
+      compiler_options={"xla_backend_optimization_level": 0})

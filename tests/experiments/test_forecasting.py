@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from grokfast_jax import cli
 from grokfast_jax.experiments import checkpoint as checkpoint_lib
+from grokfast_jax.experiments import harness
 from grokfast_jax.experiments.forecasting import data as fdata
-from grokfast_jax.experiments.forecasting import models, stages, steps, task
-from grokfast_jax.experiments.forecasting.config import (
-    CommandConfig, ForecastConfig, make_command_config)
+from grokfast_jax.experiments.forecasting import models, task, training
+from grokfast_jax.experiments.forecasting.config import (ForecastConfig,
+                                                         make_config)
 
 REPO = Path(__file__).resolve().parents[2]
 ETTH1 = REPO / ".." / "shared" / "data" / "ett" / "ETTh1.csv"
@@ -62,8 +64,8 @@ def test_forecast_data_windows_normalization_and_batches():
   x, y = fdata.windows(fd.series, fd.starts["val"][:2], 10, 5)
   assert x.shape == (2, 2, 10) and y.shape == (2, 2, 5)
   np.testing.assert_array_equal(y[0, :, 0], fd.series[300])
-  xj, yj = steps.gather(jnp.asarray(fd.series),
-                        jnp.asarray(fd.starts["val"][:2]), 10, 5)
+  xj, yj = training.gather(jnp.asarray(fd.series),
+                           jnp.asarray(fd.starts["val"][:2]), 10, 5)
   np.testing.assert_array_equal(xj, x)
   np.testing.assert_array_equal(yj, y)
 
@@ -154,12 +156,12 @@ def test_evaluation_does_not_depend_on_the_batch_size():
   model = models.make_model("dlinear", 3, 16, 4, spectral={})
   model.spectral.logits[...] = jnp.asarray(
       rng.normal(size=model.spectral.logits[...].shape), jnp.float32)
-  a = steps.evaluate(model, fd, "test", batch_size=32)
-  b = steps.evaluate(model, fd, "test", batch_size=7)
+  a = training.evaluate(model, fd, "test", batch_size=32)
+  b = training.evaluate(model, fd, "test", batch_size=7)
   assert a["mse"] == pytest.approx(b["mse"], rel=1e-5)
   assert a["mae"] == pytest.approx(b["mae"], rel=1e-5)
   # The warm-up matters: without it the first test windows see no history.
-  c = steps.evaluate(model, fd, "test", batch_size=32, warm_up=False)
+  c = training.evaluate(model, fd, "test", batch_size=32, warm_up=False)
   assert c["mse"] != pytest.approx(a["mse"], rel=1e-4)
 
 
@@ -171,12 +173,12 @@ def test_config_validates():
   cfg = ForecastConfig(learnable_alpha=True)
   assert cfg.spectral_kwargs()["learnable_alpha"] is True
   with pytest.raises(ValueError, match="stage must be one of"):
-    stages.Stage(cfg, "warmup")
+    training.Stage(cfg, "warmup")
 
 
 @pytest.mark.parametrize("given, named", [
     ({}, "--data is required"),
-    ({"data": "x.csv", "epochs": 0}, "--epochs must be >= 1, got 0"),
+    ({"data": "x.csv", "max_epochs": 0}, "--epochs must be >= 1, got 0"),
     ({"data": "x.csv", "ft_epochs": -1}, "--ft-epochs must be >= 0, got -1"),
     ({"data": "x.csv", "horizon": 0}, "horizon must be >= 1, got 0"),
     ({"data": "x.csv", "model": "patchtst", "lookback": 7},
@@ -184,16 +186,20 @@ def test_config_validates():
 ])
 def test_command_config_names_the_bad_flag(given, named):
   with pytest.raises(ValueError, match=named):
-    make_command_config(given)
+    make_config(given)
 
 
-def test_command_config_fills_the_run_config():
-  cmd = make_command_config({"data": "x.csv", "epochs": 4, "ft_epochs": 0,
-                             "model": "rlinear", "control": True})
-  assert isinstance(cmd, CommandConfig) and cmd.control
-  cfg = cmd.run_config()
+def test_command_flags_fill_the_run_config():
+  args = cli.build_parser().parse_args(
+      ["forecast", "--data", "x.csv", "--epochs", "4", "--ft-epochs", "0",
+       "--model", "rlinear", "--control"])
+  given = harness.given_from_args(task.TASK, args)
+  assert given == {"data": "x.csv", "max_epochs": 4, "ft_epochs": 0,
+                   "model": "rlinear", "control": True}
+  cfg = make_config(given)
+  assert isinstance(cfg, ForecastConfig)
   assert (cfg.model, cfg.max_epochs, cfg.ft_epochs) == ("rlinear", 4, 0)
-  assert task.TASK.config_class is CommandConfig and not task.TASK.mesh_ok
+  assert task.TASK.config_class is ForecastConfig and not task.TASK.mesh_ok
 
 
 # --- the stages and exact resume ---------------------------------------------
@@ -243,10 +249,10 @@ def test_base_stage_keeps_the_best_params_and_stops_early(full):
 
 def test_bsa_starts_as_the_base_model_and_its_state_is_carried(full):
   fd, start = full["data"], full["runs"]["base"].state["best_params"]
-  stage = stages.Stage(SMALL, "finetune")
-  bsa = stages.stage_model(stage, fd, start)
+  stage = training.Stage(SMALL, "finetune")
+  bsa = training.stage_model(stage, fd, start)
   assert bsa.spectral is not None
-  assert steps.evaluate(bsa, fd, "val", batch_size=64)["mse"] == (
+  assert training.evaluate(bsa, fd, "val", batch_size=64)["mse"] == (
       pytest.approx(full["base_val"], rel=1e-5))
   state = full["runs"]["finetune"].state
   assert set(state) == {"params", "rest", "opt", "best_params", "best_val",

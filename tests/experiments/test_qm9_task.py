@@ -58,8 +58,8 @@ def test_config_defaults_and_validation():
     config_lib.make_config({"epochs": 3, "max_steps": 4})
   with pytest.raises(ValueError, match="max_steps must be >= 1"):
     config_lib.make_config({"max_steps": 0})
-  base, control, grok = config_lib.compare_configs(
-      {"filter": "ma", "weight_decay": 0.05, "lamb": 2.0, "epochs": 7})
+  base, control, grok = [cfg for _, _, cfg in task_lib.plan_compare(
+      {"filter": "ma", "weight_decay": 0.05, "lamb": 2.0, "epochs": 7})]
   assert [c.run_name for c in (base, control, grok)] == [
       "baseline", "weight-decay", "grokfast-ma"]
   assert (base.weight_decay, control.weight_decay, grok.weight_decay) == (
@@ -68,7 +68,7 @@ def test_config_defaults_and_validation():
   assert {c.epochs for c in (base, control, grok)} == {7}
   with pytest.raises(ValueError, match=r"filter must be one of \('ema', "
                      r"'ma'\)"):
-    config_lib.compare_configs({"filter": "none"})
+    task_lib.plan_compare({"filter": "none"})
 
 
 # The CLI tests train the same shapes (10 molecules, batches of 3, chunks of

@@ -1,8 +1,8 @@
 """Settings of one forecasting run: base training, then BSA fine-tuning.
 
-:class:`ForecastConfig` holds every setting of a run; :class:`CommandConfig`
-the ``grokfast-jax forecast`` flags (its fields are the flags), which fill
-some of them.
+:class:`ForecastConfig` holds every setting of a run; those with a help text
+are also flags of ``grokfast-jax forecast``, whose other flags (:data:`FLAGS`:
+the file, its column and the control run) say what to run it on.
 """
 
 from __future__ import annotations
@@ -12,20 +12,18 @@ from typing import Any, Mapping, Optional
 
 from grokfast_jax.experiments.forecasting.data import SPLITS
 from grokfast_jax.experiments.forecasting.models import MODELS, check_shapes
-from grokfast_jax.experiments.harness import option
+from grokfast_jax.experiments.harness import Flag, option
 
 
 @dataclasses.dataclass(frozen=True)
 class ForecastConfig:
   """Everything that defines a run.
 
-  The protocol follows the BSA reference: train the base forecaster on
-  shuffled windows with early stopping on the validation MSE, then insert
-  Batched Spectral Attention on its input (identity at init), fine-tune on
-  consecutive unshuffled windows (the BSA logits at `ft_lr_spectral`, the base
-  weights at the much smaller `ft_lr_base`, the EMA state reset every epoch)
-  and keep the fine-tuning epoch with the best validation MSE. Evaluation of a
-  BSA model first warms its state up over all earlier windows of the series.
+  The protocol follows the BSA reference (see :mod:`.training`): the base
+  forecaster trained on shuffled windows, then fine-tuned with Batched
+  Spectral Attention (identity at init) on consecutive windows, the BSA
+  logits at `ft_lr_spectral`, the base weights at the much smaller
+  `ft_lr_base`; each stage keeps its epoch of best validation MSE.
 
   Attributes:
     model: one of MODELS ("dlinear", "rlinear", "patchtst", "itransformer").
@@ -37,7 +35,7 @@ class ForecastConfig:
     seed: init and shuffling seed.
     batch_size: base-training batch size (shuffled).
     lr: base-training Adam learning rate.
-    max_epochs: base-training epochs at most.
+    max_epochs: base-training epochs at most (flag ``--epochs``).
     patience: stop base training after this many epochs without a better
       validation MSE.
     ft_batch_size: BSA fine-tuning batch size (consecutive samples).
@@ -51,26 +49,31 @@ class ForecastConfig:
     eval_batch_size: batch size of evaluation streams.
   """
 
-  model: str = "dlinear"
-  lookback: int = 96
-  horizon: int = 96
-  split: str = "ratio"
-  ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
-  max_rows: Optional[int] = None
-  seed: int = 0
-  batch_size: int = 32
-  lr: float = 1e-3
-  max_epochs: int = 10
-  patience: int = 3
-  ft_batch_size: int = 64
-  ft_epochs: int = 3
-  ft_lr_spectral: float = 1e-2
-  ft_lr_base: float = 1e-5
-  ft_weight_decay: float = 1e-4
-  alphas: tuple[float, ...] = (0.9, 0.99, 0.999)
-  learnable_alpha: bool = False
-  bptt: bool = True
-  eval_batch_size: int = 256
+  model: str = option("dlinear", "base forecaster (default dlinear)",
+                      choices=MODELS)
+  lookback: int = option(96, "input length L (default 96)")
+  horizon: int = option(96, "forecast length H (default 96)")
+  split: str = option("ratio", "'ratio': chronological 0.6/0.2/0.2 of the "
+                      "rows (default); 'ett': the ETTh 12/4/4-month borders",
+                      choices=SPLITS)
+  ratios: tuple[float, float, float] = option((0.6, 0.2, 0.2), cli=False)
+  max_rows: Optional[int] = option(None, cli=False)
+  seed: int = option(0, "init and shuffling seed (default 0)")
+  batch_size: int = option(32, cli=False)
+  lr: float = option(1e-3, cli=False)
+  max_epochs: int = option(10, "base-training epochs at most (early stopping "
+                           "on the validation MSE, patience 3; default 10)",
+                           flag="--epochs", metavar="EPOCHS")
+  patience: int = option(3, cli=False)
+  ft_batch_size: int = option(64, cli=False)
+  ft_epochs: int = option(3, "BSA fine-tuning epochs (default 3)")
+  ft_lr_spectral: float = option(1e-2, cli=False)
+  ft_lr_base: float = option(1e-5, cli=False)
+  ft_weight_decay: float = option(1e-4, cli=False)
+  alphas: tuple[float, ...] = option((0.9, 0.99, 0.999), cli=False)
+  learnable_alpha: bool = option(False, cli=False)
+  bptt: bool = option(True, cli=False)
+  eval_batch_size: int = option(256, cli=False)
 
   def __post_init__(self):
     if self.model not in MODELS:
@@ -94,59 +97,34 @@ class ForecastConfig:
             "learnable_alpha": self.learnable_alpha, "bptt": self.bptt}
 
 
-_DEFAULTS = ForecastConfig()
+# The command's flags that are not settings of the run.
+FLAGS = (
+    Flag("--data", "data", help="CSV file with a header row (required)",
+         metavar="PATH"),
+    Flag("--target", "target", help="the column to forecast, or 'all' "
+         "(default) for every numeric column", metavar="COLUMN"),
+    Flag("--control", "control", help="also fine-tune the base model WITHOUT "
+         "BSA by the same protocol (separates BSA from the extra training)",
+         switch=True),
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class CommandConfig:
-  """The settings of the ``forecast`` command; each field is its flag."""
+def make_config(given: Mapping[str, Any]) -> ForecastConfig:
+  """The run's settings from the command's flags, validated.
 
-  data: Optional[str] = option(None, "CSV file with a header row "
-                               "(required)", metavar="PATH")
-  target: str = option("all", "the column to forecast, or 'all' (default) "
-                       "for every numeric column", metavar="COLUMN")
-  model: str = option(_DEFAULTS.model, "base forecaster (default "
-                      f"{_DEFAULTS.model})", choices=MODELS)
-  lookback: int = option(_DEFAULTS.lookback, "input length L (default "
-                         f"{_DEFAULTS.lookback})")
-  horizon: int = option(_DEFAULTS.horizon, "forecast length H (default "
-                        f"{_DEFAULTS.horizon})")
-  split: str = option(_DEFAULTS.split, "'ratio': chronological 0.6/0.2/0.2 "
-                      "of the rows (default); 'ett': the ETTh 12/4/4-month "
-                      "borders", choices=SPLITS)
-  seed: int = option(_DEFAULTS.seed, "init and shuffling seed (default "
-                     f"{_DEFAULTS.seed})")
-  epochs: int = option(_DEFAULTS.max_epochs, "base-training epochs at most "
-                       "(early stopping on the validation MSE, patience "
-                       f"{_DEFAULTS.patience}; default "
-                       f"{_DEFAULTS.max_epochs})")
-  ft_epochs: int = option(_DEFAULTS.ft_epochs, "BSA fine-tuning epochs "
-                          f"(default {_DEFAULTS.ft_epochs})")
-  control: bool = option(False, "also fine-tune the base model WITHOUT BSA "
-                         "by the same protocol (separates BSA from the extra "
-                         "training)")
-
-  def run_config(self) -> ForecastConfig:
-    """The run's :class:`ForecastConfig` (validated)."""
-    return ForecastConfig(model=self.model, lookback=self.lookback,
-                          horizon=self.horizon, split=self.split,
-                          seed=self.seed, max_epochs=self.epochs,
-                          ft_epochs=self.ft_epochs)
-
-
-def make_command_config(given: Mapping[str, Any]) -> CommandConfig:
-  """The command's settings from the flags given, validated.
+  Args:
+    given: flag -> value of the flags given (config fields, and "data",
+      "target" and "control" of :data:`FLAGS`).
 
   Raises:
     ValueError: naming the flag (``--data`` missing, ``--epochs`` < 1,
       ``--ft-epochs`` < 0, or a setting :class:`ForecastConfig` refuses).
   """
-  cmd = CommandConfig(**given)
-  if cmd.data is None:
+  if given.get("data") is None:
     raise ValueError("--data is required (a CSV file with a header row)")
-  if cmd.epochs < 1:
-    raise ValueError(f"--epochs must be >= 1, got {cmd.epochs}")
-  if cmd.ft_epochs < 0:
-    raise ValueError(f"--ft-epochs must be >= 0, got {cmd.ft_epochs}")
-  cmd.run_config()
-  return cmd
+  for flag, name, least in (("--epochs", "max_epochs", 1),
+                            ("--ft-epochs", "ft_epochs", 0)):
+    if given.get(name, least) < least:
+      raise ValueError(f"{flag} must be >= {least}, got {given[name]}")
+  return ForecastConfig(**{k: v for k, v in given.items()
+                           if k not in {f.dest for f in FLAGS}})

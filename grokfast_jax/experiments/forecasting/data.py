@@ -50,10 +50,9 @@ def load_ett_csv(path: PathLike) -> tuple[np.ndarray, list[str], list[str]]:
   """
   with open(path, newline="") as fh:
     reader = csv.reader(fh)
-    try:
-      header = next(reader)
-    except StopIteration:
-      raise ValueError(f"{path}: empty CSV") from None
+    header = next(reader, None)
+    if header is None:
+      raise ValueError(f"{path}: empty CSV")
     if len(header) < 2:
       raise ValueError(f"{path}: need a date column and >= 1 value column")
     dates, rows = [], []
@@ -244,39 +243,28 @@ def split_borders(n_rows: int, split: str = "ratio",
   return (0, a), (a, b), (b, b + n_test)
 
 
-def _window_counts(n_rows: int, lookback: int, horizon: int, split: str,
-                   ratios: tuple[float, float, float]) -> list[int]:
-  """Windows of the train, val and test splits (as make_forecast_data)."""
-  counts = []
-  for lo, hi in split_borders(n_rows, split, ratios):
-    counts.append(hi - lookback - horizon - max(lo - lookback, 0) + 1)
-  return counts
+def _fits(n_rows: int, lookback: int, horizon: int, split: str,
+          ratios: tuple[float, float, float], min_train_windows: int) -> bool:
+  """Whether each split has a window (as make_forecast_data), and the
+  training split `min_train_windows`."""
+  counts = [hi - lookback - horizon - max(lo - lookback, 0) + 1
+            for lo, hi in split_borders(n_rows, split, ratios)]
+  return min(counts) >= 1 and counts[0] >= min_train_windows
 
 
 def min_rows(lookback: int, horizon: int, split: str = "ratio",
              ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
              min_train_windows: int = 1) -> Optional[int]:
   """The fewest rows giving every split a window (and the training split
-  `min_train_windows`), or None if no number of rows does (``split="ett"``
-  has fixed borders).
-
-  Args:
-    lookback, horizon: the window.
-    split, ratios: as :func:`split_borders`.
-    min_train_windows: training windows needed (a full batch).
-
-  Returns:
-    The row count, or None.
-  """
+  `min_train_windows`, a full batch), or None if no number of rows does
+  (``split="ett"`` has fixed borders); `split` and `ratios` as
+  :func:`split_borders`."""
   start = sum(ETT_HOURLY_BORDERS) if split == "ett" else 1
   stop = (start + 1 if split == "ett" else
           int(4 * (lookback + horizon + min_train_windows) / min(ratios))
           + 100)
-  for n in range(start, stop):
-    counts = _window_counts(n, lookback, horizon, split, ratios)
-    if min(counts) >= 1 and counts[0] >= min_train_windows:
-      return n
-  return None
+  return next((n for n in range(start, stop) if _fits(
+      n, lookback, horizon, split, ratios, min_train_windows)), None)
 
 
 def check_rows(n_rows: int, lookback: int, horizon: int, *,
@@ -293,11 +281,8 @@ def check_rows(n_rows: int, lookback: int, horizon: int, *,
     source: what to name in the message (e.g. the file).
   """
   need = min_rows(lookback, horizon, split, ratios, min_train_windows)
-  ok = need is not None and n_rows >= need
-  if ok:
-    counts = _window_counts(n_rows, lookback, horizon, split, ratios)
-    ok = min(counts) >= 1 and counts[0] >= min_train_windows
-  if ok:
+  if need is not None and n_rows >= need and _fits(
+      n_rows, lookback, horizon, split, ratios, min_train_windows):
     return
   what = (f"lookback {lookback} + horizon {horizon} in each of the train, "
           f"val and test splits ({split} split) and {min_train_windows} "
@@ -383,12 +368,10 @@ def make_forecast_data(values: np.ndarray, lookback: int, horizon: int, *,
 def windows(series: np.ndarray, starts: np.ndarray, lookback: int,
             horizon: int) -> tuple[np.ndarray, np.ndarray]:
   """Gathers inputs (N, C, L) and targets (N, C, H) for the given starts."""
-  starts = np.asarray(starts)
-  x_idx = starts[:, None] + np.arange(lookback)[None]
-  y_idx = starts[:, None] + lookback + np.arange(horizon)[None]
-  x = np.transpose(series[x_idx], (0, 2, 1))
-  y = np.transpose(series[y_idx], (0, 2, 1))
-  return x, y
+  starts = np.asarray(starts)[:, None]
+  x = series[starts + np.arange(lookback)[None]]
+  y = series[starts + lookback + np.arange(horizon)[None]]
+  return np.transpose(x, (0, 2, 1)), np.transpose(y, (0, 2, 1))
 
 
 def consecutive_batches(starts: np.ndarray, batch_size: int, *,

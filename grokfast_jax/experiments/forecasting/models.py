@@ -10,6 +10,11 @@ statistics are then those of the filtered window, so that the BSA can move
 the level of the forecast as it does for DLinear. The BSA starts as the
 identity, so a model built with it and loaded with a base model's parameters
 (:func:`transfer_params`) predicts exactly like the base model.
+
+Every model is built as ``Model(channels, lookback, horizon, *, ...,
+spectral=None, rngs)``: C series, input length L, forecast length H, then its
+own sizes, `spectral` (None, or the keyword arguments of a
+BatchedSpectralAttention to put on its input) and the NNX rngs.
 """
 
 from __future__ import annotations
@@ -48,17 +53,28 @@ def _spectral(channels: int, lookback: int,
   return BatchedSpectralAttention(channels, lookback, rngs=rngs, **spectral)
 
 
-class DLinear(nnx.Module):
+class _Forecaster(nnx.Module):
+  """A model whose optional BSA filters the raw window and whose
+  :meth:`forecast` sees it through its RevIN, if it has one."""
+
+  revin = None
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """(B, C, L) windows -> (B, C, H) forecasts."""
+    if self.spectral is not None:
+      x = self.spectral(x)
+    if self.revin is None:
+      return self.forecast(x)
+    x, stats = self.revin.normalize(x)
+    return self.revin.denormalize(self.forecast(x), stats)
+
+
+class DLinear(_Forecaster):
   """DLinear (Zeng et al. 2023): trend + seasonal linear maps, shared by channels.
 
   Args:
-    channels: number of series C.
-    lookback: input length L.
-    horizon: forecast length H.
     kernel: moving-average width of the trend/seasonal decomposition.
-    spectral: None, or keyword arguments of BatchedSpectralAttention to put
-      one on the input window.
-    rngs: NNX rngs.
+    (channels, lookback, horizon, spectral, rngs: see the module docstring.)
   """
 
   def __init__(self, channels: int, lookback: int, horizon: int, *,
@@ -71,10 +87,7 @@ class DLinear(nnx.Module):
     self.trend = nnx.Linear(lookback, horizon, kernel_init=init, rngs=rngs)
     self.spectral = _spectral(channels, lookback, spectral, rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """(B, C, L) windows -> (B, C, H) forecasts."""
-    if self.spectral is not None:
-      x = self.spectral(x)
+  def forecast(self, x: jax.Array) -> jax.Array:
     trend = moving_average(x, self.kernel)
     return self.seasonal(x - trend) + self.trend(trend)
 
@@ -105,13 +118,9 @@ class ITransformer(nnx.Module):
   tokens and dropout are left out.
 
   Args:
-    channels: number of series C.
-    lookback: input length L.
-    horizon: forecast length H.
     d_model, heads, d_ff, layers: encoder shape.
-    spectral: None, or keyword arguments of BatchedSpectralAttention to put
-      one on the normalized input window.
-    rngs: NNX rngs.
+    (channels, lookback, horizon, spectral, rngs: see the module docstring;
+    the BSA filters the normalized window.)
   """
 
   def __init__(self, channels: int, lookback: int, horizon: int, *,
@@ -176,19 +185,12 @@ class RevIN(nnx.Module):
     return y * std + mean
 
 
-class RLinear(nnx.Module):
+class RLinear(_Forecaster):
   """RLinear (Li et al. 2023): RevIN and one linear map L -> H.
 
   The map is shared by the channels (channel independence): each channel's
-  forecast depends on its own window only. Dropout is left out.
-
-  Args:
-    channels: number of series C.
-    lookback: input length L.
-    horizon: forecast length H.
-    spectral: None, or keyword arguments of BatchedSpectralAttention to put
-      one on the raw input window (before RevIN).
-    rngs: NNX rngs.
+  forecast depends on its own window only. Dropout is left out. Args: see
+  the module docstring (the BSA filters the raw window, before RevIN).
   """
 
   def __init__(self, channels: int, lookback: int, horizon: int, *,
@@ -198,12 +200,8 @@ class RLinear(nnx.Module):
     self.linear = nnx.Linear(lookback, horizon, rngs=rngs)
     self.spectral = _spectral(channels, lookback, spectral, rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """(B, C, L) windows -> (B, C, H) forecasts."""
-    if self.spectral is not None:
-      x = self.spectral(x)
-    x, stats = self.revin.normalize(x)
-    return self.revin.denormalize(self.linear(x), stats)
+  def forecast(self, x: jax.Array) -> jax.Array:
+    return self.linear(x)
 
 
 def patch_count(lookback: int, patch_len: int, stride: int) -> int:
@@ -223,7 +221,7 @@ def make_patches(x: jax.Array, patch_len: int, stride: int) -> jax.Array:
   return x[..., idx]
 
 
-class PatchTST(nnx.Module):
+class PatchTST(_Forecaster):
   """PatchTST (Nie et al. 2023), channel-independent, supervised.
 
   Each channel's window goes through RevIN, is padded at its end with
@@ -241,14 +239,10 @@ class PatchTST(nnx.Module):
   4 heads, d_ff 128, patch length 16, stride 8), cheap enough for a CPU.
 
   Args:
-    channels: number of series C.
-    lookback: input length L (>= patch_len - stride).
-    horizon: forecast length H.
-    patch_len, stride: patching.
+    patch_len, stride: patching (`lookback` >= patch_len - stride).
     d_model, heads, d_ff, layers: encoder shape.
-    spectral: None, or keyword arguments of BatchedSpectralAttention to put
-      one on the raw input window (before RevIN).
-    rngs: NNX rngs.
+    (channels, lookback, horizon, spectral, rngs: see the module docstring;
+    the BSA filters the raw window, before RevIN.)
 
   Raises:
     ValueError: a look-back too short for one patch.
@@ -278,19 +272,14 @@ class PatchTST(nnx.Module):
     self.head = nnx.Linear(n * d_model, horizon, rngs=rngs)
     self.spectral = _spectral(channels, lookback, spectral, rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """(B, C, L) windows -> (B, C, H) forecasts."""
-    if self.spectral is not None:
-      x = self.spectral(x)
-    x, stats = self.revin.normalize(x)
+  def forecast(self, x: jax.Array) -> jax.Array:
     b, c = x.shape[:2]
     patches = make_patches(x, self.patch_len, self.stride)  # (B, C, N, P)
     h = self.embed(patches) + self.pos[...]
     h = h.reshape(b * c, self.n_patches, -1)
     for layer in self.layers:
       h = layer(h)
-    y = self.head(h.reshape(b, c, -1))
-    return self.revin.denormalize(y, stats)
+    return self.head(h.reshape(b, c, -1))
 
 
 def make_model(name: str, channels: int, lookback: int, horizon: int, *,

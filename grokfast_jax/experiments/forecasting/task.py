@@ -3,12 +3,11 @@
 Reads a CSV file (ETT-style or any file with a date column and numeric
 columns), trains a base forecaster on shuffled windows, fine-tunes it with
 Batched Spectral Attention on consecutive windows and scores both on the
-validation and test splits (:func:`run`; the stages are
-:mod:`.stages`, each trained by the experiment harness, so
-``--checkpoint-dir DIR`` keeps one sub-folder per stage and ``--resume``
-ends with exactly the results of an uninterrupted command). Writes
-OUT/results.json and OUT/forecast.png (a few test windows of one channel:
-look-back, truth and both forecasts) and prints one summary line::
+validation and test splits (:func:`run`, whose stages the experiment harness
+trains: ``--checkpoint-dir DIR`` keeps one sub-folder per stage and
+``--resume`` ends with exactly the results of an uninterrupted command).
+Writes OUT/results.json and OUT/forecast.png (a few test windows of one
+channel: look-back, truth and both forecasts) and prints one summary line::
 
   grokfast-jax forecast --data ETTh1.csv --model dlinear --out runs/etth1
   grokfast-jax forecast --data sales.csv --target units --model rlinear \\
@@ -34,10 +33,18 @@ import numpy as np
 
 from grokfast_jax.experiments import common, harness
 from grokfast_jax.experiments.forecasting import data as fdata
-from grokfast_jax.experiments.forecasting import report, stages, steps
-from grokfast_jax.experiments.forecasting.config import (
-    CommandConfig, ForecastConfig, make_command_config)
+from grokfast_jax.experiments.forecasting import training
+from grokfast_jax.experiments.forecasting.config import (FLAGS,
+                                                         ForecastConfig,
+                                                         make_config)
 
+UNITS = ("normalized: each channel z-scored with the training rows' mean and "
+         "std; averaged over windows, channels and horizon steps")
+# Test windows drawn in forecast.png (their targets tile the test split's
+# first rows).
+PLOT_WINDOWS = 3
+# Stage -> its model's name in the results.
+_MODELS = {"base": "base", "finetune": "bsa", "control": "control"}
 # The harness keys kept per stage in the command's results.json.
 _STAGE_KEYS = ("steps_per_epoch", "epochs", "stopped_early", "n_params",
                "seconds_total", "seconds_first_eval", "steps_per_second",
@@ -72,84 +79,174 @@ def run(values: np.ndarray, cfg: ForecastConfig, *, control: bool = False,
     `keep_models`, "data" (the :class:`data.ForecastData`) and "models"
     (model -> nnx.Module).
   """
-  if resume and checkpoint_dir is None:
-    raise ValueError("--resume needs --checkpoint-dir")
   t0 = time.perf_counter()
   fd = fdata.make_forecast_data(values, cfg.lookback, cfg.horizon,
                                 split=cfg.split, ratios=cfg.ratios,
                                 max_rows=cfg.max_rows)
-
-  def train(name: str, start: Any = None):
-    stage = stages.Stage(cfg, name)
-    ckpt = ({} if checkpoint_dir is None else
-            {"checkpoint_dir": Path(checkpoint_dir) / name, "resume": resume,
-             "checkpoint_every": checkpoint_every})
-    done = harness.train(TASK, stage, stages.StageData(fd, start),
-                         label=f"{cfg.model} {name}", progress=progress,
-                         **ckpt)
-    return done, stages.final_model(stage, fd, done.state)
-
-  def scores(model):
-    return {split: steps.evaluate(model, fd, split,
-                                  batch_size=cfg.eval_batch_size)
-            for split in ("val", "test")}
-
-  runs, models = {}, {}
-  runs["base"], models["base"] = train("base")
-  best_base = runs["base"].state["best_params"]
-  metrics = {"base": scores(models["base"])}
-  runs["finetune"], models["bsa"] = train("finetune", best_base)
-  metrics["bsa"] = scores(models["bsa"])
-  if control:
-    runs["control"], models["control"] = train("control", best_base)
-    metrics["control"] = scores(models["control"])
+  runs, models, metrics = {}, {}, {}
+  for name in ("base", "finetune") + ("control",) * control:
+    stage = training.Stage(cfg, name)
+    start = runs["base"].state["best_params"] if runs else None
+    done = runs[name] = harness.train(
+        TASK, stage, training.StageData(fd, start),
+        label=f"{cfg.model} {name}", progress=progress, resume=resume,
+        checkpoint_every=checkpoint_every,
+        checkpoint_dir=(None if checkpoint_dir is None
+                        else Path(checkpoint_dir) / name))
+    model = models[_MODELS[name]] = training.stage_model(
+        stage, fd, done.state["best_params"], done.state["rest"])
+    metrics[_MODELS[name]] = {
+        split: training.evaluate(model, fd, split,
+                                 batch_size=cfg.eval_batch_size)
+        for split in ("val", "test")}
   out: dict[str, Any] = {name: m["test"] for name, m in metrics.items()}
-  out["base_val"] = metrics["base"]["val"]["mse"]
-  out["bsa_val"] = metrics["bsa"]["val"]["mse"]
-  out["metrics"] = metrics
-  out["log"] = [e for r in runs.values() for e in r.results["log"]]
-  out["runs"] = runs
+  out.update(base_val=metrics["base"]["val"]["mse"],
+             bsa_val=metrics["bsa"]["val"]["mse"], metrics=metrics,
+             log=[e for r in runs.values() for e in r.results["log"]],
+             runs=runs)
   if keep_models:
-    out["data"] = fd
-    out["models"] = models
+    out.update(data=fd, models=models)
   out["seconds"] = time.perf_counter() - t0
   return out
 
 
-def load_data(cmd: CommandConfig) -> fdata.CsvSeries:
-  """Reads the command's CSV file and checks it has rows enough.
+def describe_data(series: fdata.CsvSeries) -> str:
+  """One line on what was read: rows, date column and channels."""
+  if series.date_column is None:
+    date = "no date column (rows taken in file order)"
+  elif series.date_rule == "name":
+    date = f"date column {series.date_column!r} (by its name)"
+  else:
+    date = (f"date column {series.date_column!r} (the first non-numeric "
+            "column)")
+  text = (f"data: {series.path}: {len(series.values)} rows, {date}; "
+          f"{len(series.channels)} channel(s): {', '.join(series.channels)}")
+  if series.ignored_columns:
+    text += f"; ignored non-numeric: {', '.join(series.ignored_columns)}"
+  return text
 
-  Raises:
-    ValueError: naming the file (and the line and column of a bad cell).
+
+def pct_change(new: float, old: float) -> float:
+  """The change from `old` to `new` in percent (NaN if `old` is 0)."""
+  return 100.0 * (new - old) / old if old else float("nan")
+
+
+def describe(results: Mapping[str, Any]) -> str:
+  """The command's summary line from its results:
+  ``dlinear on ETTh1.csv (7 channels, H=96): test MSE ...``."""
+  metrics, channels = results["metrics"], len(results["data"]["channels"])
+  b, s = metrics["base"]["test"], metrics["bsa"]["test"]
+  line = (f"{results['model']} on {results['data']['file']} ({channels} "
+          f"channel{'s' * (channels != 1)}, "
+          f"H={results['settings']['horizon']}): test MSE {b['mse']:.3f} -> "
+          f"{s['mse']:.3f} with BSA ({pct_change(s['mse'], b['mse']):+.1f}%), "
+          f"MAE {b['mae']:.3f} -> {s['mae']:.3f} "
+          f"({pct_change(s['mae'], b['mae']):+.1f}%)")
+  if "control" in metrics:
+    c = metrics["control"]["test"]
+    line += (f"; control fine-tune without BSA: MSE {c['mse']:.3f} "
+             f"({pct_change(c['mse'], b['mse']):+.1f}%)")
+  return line
+
+
+def plot_forecasts(path: Path, fd: fdata.ForecastData, models: dict,
+                   channel: int, channel_name: str, title: str,
+                   dates=None) -> list[int]:
+  """Draws the first test windows of one channel (original units): in each
+  panel the look-back history, the truth and the base and BSA forecasts, on
+  a standalone Agg Figure (no display, pyplot untouched).
+
+  Args:
+    path: the image to write.
+    fd: the data.
+    models: {"base": model, "bsa": model}.
+    channel: the channel's index.
+    channel_name: its name.
+    title: the figure title.
+    dates: the row dates, or None.
+
+  Returns:
+    The window starts drawn.
   """
-  cfg = cmd.run_config()
-  series = fdata.load_csv(cmd.data, cmd.target)
-  need = max(cfg.batch_size, cfg.ft_batch_size if cfg.ft_epochs else 1)
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  test = fd.starts["test"]
+  starts = [int(test[0]) + i * fd.horizon for i in range(PLOT_WINDOWS)
+            if int(test[0]) + i * fd.horizon <= int(test[-1])]
+  scale, shift = fd.std[channel], fd.mean[channel]
+  preds = {name: training.predict(model, fd, starts)[:, channel] * scale
+           + shift for name, model in models.items()}
+  series = fd.series[:, channel] * scale + shift
+  fig = Figure(figsize=(4.2 * len(starts), 3.6))
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, len(starts), squeeze=False)[0]
+  L, H = fd.lookback, fd.horizon
+  for k, (ax, s) in enumerate(zip(axes, starts)):
+    hist, fut = np.arange(s, s + L), np.arange(s + L, s + L + H)
+    ax.plot(hist, series[hist], color="0.45", lw=1, label="look-back")
+    ax.plot(fut, series[fut], color="black", lw=1.2, label="truth")
+    ax.plot(fut, preds["base"][k], color="tab:blue", ls="--", lw=1.2,
+            label="base")
+    ax.plot(fut, preds["bsa"][k], color="tab:red", ls="-", lw=1.2,
+            label="with BSA")
+    when = f" ({dates[s + L]})" if dates is not None else ""
+    ax.set_title(f"test window {k + 1}: rows {s + L}-{s + L + H - 1}{when}",
+                 fontsize="small")
+    ax.set_xlabel("row")
+    ax.grid(True, alpha=0.3)
+  axes[0].set_ylabel(channel_name)
+  axes[0].legend(loc="best", fontsize="small")
+  fig.suptitle(title)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  return starts
+
+
+def _command(task: harness.Task, given: dict[str, Any],
+             options: harness.Options) -> int:
+  """``grokfast-jax forecast``: writes OUT/results.json and OUT/forecast.png.
+
+  Bad settings or input raise a ValueError (the command line prints it as
+  one error line, exit status 2) before anything is written.
+  """
+  cfg = task.make_config(given)
+  target, control = given.get("target", "all"), bool(given.get("control"))
+  series = fdata.load_csv(given["data"], target)
   fdata.check_rows(len(series.values), cfg.lookback, cfg.horizon,
-                   split=cfg.split, ratios=cfg.ratios,
-                   min_train_windows=need, source=series.path)
-  return series
-
-
-def _results(cmd: CommandConfig, cfg: ForecastConfig,
-             series: fdata.CsvSeries, result: Mapping[str, Any],
-             plot: dict[str, Any]) -> dict[str, Any]:
-  """The command's results.json (the keys of the pre-harness command, plus
-  "task", "process_count" and per-stage harness figures under "stages")."""
-  import jax
-  fd, metrics = result["data"], result["metrics"]
+                   split=cfg.split, ratios=cfg.ratios, source=series.path,
+                   min_train_windows=max(cfg.batch_size, cfg.ft_batch_size
+                                         if cfg.ft_epochs else 1))
+  out = Path(options.out)
+  if out.exists() and not out.is_dir():
+    raise ValueError(f"--out {out}: exists and is not a folder")
+  if importlib.util.find_spec("matplotlib") is None:
+    raise ValueError("forecast.png needs matplotlib (pip install "
+                     "'grokfast_jax[experiments]')")
+  if options.resume and options.checkpoint_dir is None:
+    raise ValueError("--resume needs --checkpoint-dir")
+  print(describe_data(series))
+  result = run(series.values, cfg, control=control, keep_models=True,
+               progress=options.progress,
+               checkpoint_dir=options.checkpoint_dir,
+               checkpoint_every=options.checkpoint_every,
+               resume=options.resume)
+  fd, metrics, runs = result["data"], result["metrics"], result["runs"]
+  file, channel = os.path.basename(series.path), series.channels[-1]
+  plot_path = out / "forecast.png"
+  plotted = plot_forecasts(
+      plot_path, fd, {k: result["models"][k] for k in ("base", "bsa")},
+      len(series.channels) - 1, channel, f"{cfg.model} on {file}: {channel} "
+      f"(L={cfg.lookback}, H={cfg.horizon})", series.dates)
   borders = fdata.split_borders(len(series.values), cfg.split, cfg.ratios)
-  change = {f"{split}_{m}": report.pct_change(metrics["bsa"][split][m],
-                                              metrics["base"][split][m])
-            for split in ("val", "test") for m in ("mse", "mae")}
-  return {
-      "task": TASK.name,
+  results = {
+      "task": task.name,
       "command": "forecast",
       "model": cfg.model,
       "data": {
-          "path": os.path.abspath(series.path),
-          "file": os.path.basename(series.path),
-          "rows": len(series.values), "target": cmd.target,
+          "path": os.path.abspath(series.path), "file": file,
+          "rows": len(series.values), "target": target,
           "channels": series.channels,
           "numeric_columns": series.numeric_columns,
           "ignored_columns": series.ignored_columns,
@@ -160,65 +257,23 @@ def _results(cmd: CommandConfig, cfg: ForecastConfig,
           "split_rows": dict(zip(("train", "val", "test"), borders)),
           "windows": {k: len(v) for k, v in fd.starts.items()},
       },
-      "settings": {**dataclasses.asdict(cfg), "control": cmd.control},
-      "units": report.UNITS,
+      "settings": {**dataclasses.asdict(cfg), "control": control},
+      "units": UNITS,
       "metrics": metrics,
-      "bsa_change_percent": change,
-      "plot": plot,
+      "bsa_change_percent": {
+          f"{split}_{m}": pct_change(metrics["bsa"][split][m],
+                                     metrics["base"][split][m])
+          for split in ("val", "test") for m in ("mse", "mae")},
+      "plot": {"file": plot_path.name, "channel": channel,
+               "window_starts": plotted},
       "log": result["log"],
       "stages": {name: {k: r.results[k] for k in _STAGE_KEYS}
-                 for name, r in result["runs"].items()},
+                 for name, r in runs.items()},
       "seconds": result["seconds"],
-      "backend": jax.default_backend(),
-      "devices": [str(d) for d in jax.devices()],
-      "process_count": jax.process_count(),
-      "versions": common.versions(),
+      # The same in every stage's results (the harness's keys).
+      **{k: runs["base"].results[k] for k in ("backend", "devices",
+                                               "process_count", "versions")},
   }
-
-
-def describe(results: Mapping[str, Any]) -> str:
-  """The command's summary line from its results."""
-  return report.summary_line(results["model"], results["data"]["file"],
-                             len(results["data"]["channels"]),
-                             results["settings"]["horizon"],
-                             results["metrics"])
-
-
-def _command(task: harness.Task, given: dict[str, Any],
-             options: harness.Options) -> int:
-  """``grokfast-jax forecast``: writes OUT/results.json and OUT/forecast.png.
-
-  Bad settings or input raise a ValueError (the command line prints it as
-  one error line, exit status 2) before anything is written.
-  """
-  cmd = task.make_config(given)
-  cfg = cmd.run_config()
-  series = load_data(cmd)
-  out = Path(options.out)
-  if out.exists() and not out.is_dir():
-    raise ValueError(f"--out {out}: exists and is not a folder")
-  if importlib.util.find_spec("matplotlib") is None:
-    raise ValueError("forecast.png needs matplotlib (pip install "
-                     "'grokfast_jax[experiments]')")
-  if options.resume and options.checkpoint_dir is None:
-    raise ValueError("--resume needs --checkpoint-dir")
-  print(report.describe_data(series))
-  result = run(series.values, cfg, control=cmd.control, keep_models=True,
-               progress=options.progress,
-               checkpoint_dir=options.checkpoint_dir,
-               checkpoint_every=options.checkpoint_every,
-               resume=options.resume)
-  fd, file = result["data"], os.path.basename(series.path)
-  channel = len(series.channels) - 1
-  plot_path = out / "forecast.png"
-  plotted = report.plot_forecasts(
-      plot_path, fd, {k: result["models"][k] for k in ("base", "bsa")},
-      channel, series.channels[channel],
-      f"{cfg.model} on {file}: {series.channels[channel]} "
-      f"(L={cfg.lookback}, H={cfg.horizon})", series.dates)
-  results = _results(cmd, cfg, series, result, {
-      "file": plot_path.name, "channel": series.channels[channel],
-      "window_starts": plotted})
   common.save_results(out, results)
   print(describe(results))
   print(f"wrote {out / 'results.json'} and {plot_path}")
@@ -235,19 +290,17 @@ TASK = harness.Task(
     "fine-tune it with Batched Spectral Attention on consecutive windows, "
     "and score both on the validation and test splits (chronological). "
     "Writes OUT/results.json and OUT/forecast.png.",
-    config_class=CommandConfig,
-    make_config=make_command_config,
-    load_data=load_data,
-    build=stages.build,
-    summarize=stages.summarize,
+    config_class=ForecastConfig,
+    make_config=make_config,
+    extra_flags=FLAGS,
+    build=training.build,
+    summarize=training.summarize,
     describe=describe,
     plots=(),
     default_out="runs/forecast",
     mesh_ok=False,
-    run_label=lambda stage: stage.name,
     custom_run=_command,
 )
-"""The task: the command (``custom_run``) reads the CSV file through
-`load_data` and runs :func:`run`, whose stages :func:`harness.train`
-trains with ``build`` / ``summarize`` (their config is a
-:class:`stages.Stage`, their data a :class:`stages.StageData`)."""
+"""The task: its command (``custom_run``) reads the CSV file and runs
+:func:`run`, whose stages :func:`harness.train` trains (config: a
+:class:`training.Stage`, data: a :class:`training.StageData`)."""

@@ -5,9 +5,12 @@ A task supplies a :class:`Task` (its config, data, per-run
 compiled chunked loop, evaluations, history, progress, checkpoints and exact
 resume, device meshes and several processes, ``results.json`` in one schema,
 plots, the comparison runner and the ``TASK`` / ``TASK-compare``
-subcommands. Call :func:`train` from your own code to run a task's config.
+subcommands, and the figures and standard comparison the tasks report
+(:mod:`._report`, as ``report``). Call :func:`train` from your own code to
+run a task's config.
 """
 
+from grokfast_jax.experiments.harness import _report as report
 from grokfast_jax.experiments.harness._cli import (Options, add_parsers,
                                                    given_from_args)
 from grokfast_jax.experiments.harness._devices import (make_context,
@@ -21,5 +24,6 @@ from grokfast_jax.experiments.harness._task import (Context, Flag, Program,
                                                     Run, Task)
 
 __all__ = ["Context", "Flag", "Options", "Program", "Run", "Task",
-           "add_parsers", "given_from_args", "make_context", "option", "settings_dict",
-           "start_distributed", "train", "write_compare", "write_run"]
+           "add_parsers", "given_from_args", "make_context", "option", "report",
+           "settings_dict", "start_distributed", "train", "write_compare",
+           "write_run"]

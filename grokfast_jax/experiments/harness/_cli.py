@@ -85,16 +85,12 @@ def add_harness_flags(p: argparse.ArgumentParser, out: str, *,
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-  return Options(out=args.out, progress=not args.no_progress,
-                 checkpoint_dir=args.checkpoint_dir,
-                 checkpoint_every=args.checkpoint_every, resume=args.resume,
-                 mesh=getattr(args, "mesh", "none"),
-                 devices=getattr(args, "devices", 0),
-                 distributed=getattr(args, "distributed", False),
-                 coordinator_address=getattr(args, "coordinator_address",
-                                             None),
-                 num_processes=getattr(args, "num_processes", None),
-                 process_id=getattr(args, "process_id", None))
+  """The harness's flags of `args` (the device flags' defaults when the
+  task has none)."""
+  return Options(out=args.out, progress=not args.no_progress, **{
+      f.name: getattr(args, f.name, f.default)
+      for f in dataclasses.fields(Options) if f.name not in ("out",
+                                                             "progress")})
 
 
 def given_from_args(task: Task, args: argparse.Namespace) -> dict[str, Any]:
@@ -166,49 +162,47 @@ def _checkpoint(options: Options, sub: Optional[str]) -> dict[str, Any]:
           "checkpoint_every": options.checkpoint_every}
 
 
-def _run_single(task: Task, args: argparse.Namespace) -> int:
+def _run(task: Task, plan: list[tuple[Any, str, Any]], options: Options,
+         ctx: Any, writer: bool) -> dict[str, Any]:
+  """Trains the runs of `plan` (``(sub-folder or None, label, config)``) on
+  the data of its first config, announced by its last; the writer writes
+  and describes each. Returns label -> Run."""
   from grokfast_jax.experiments.harness import _loop, _results
+  data = task.load_data(plan[0][2]) if task.load_data else None
+  for line in (task.announce(plan[-1][2], data) if task.announce else []):
+    print(line)
+  runs = {}
+  for sub, label, cfg in plan:
+    runs[label] = run = _loop.train(
+        task, cfg, data, ctx=ctx, label=label,
+        progress=options.progress and writer, **_checkpoint(options, sub))
+    if writer:
+      out = Path(options.out) / (sub or "")
+      written = _results.write_run(task, out, run, cfg, label)
+      print(task.describe(run.results))
+      print("wrote " + ", ".join(str(p) for p in written))
+  return runs
+
+
+def _run_single(task: Task, args: argparse.Namespace) -> int:
   options = options_from_args(args)
   given = given_from_args(task, args)
   if task.custom_run is not None:
     return task.custom_run(task, given, options)
   ctx, writer = _prepare(options)
   cfg = task.make_config(given)
-  data = task.load_data(cfg) if task.load_data else None
-  for line in (task.announce(cfg, data) if task.announce else []):
-    print(line)
-  label = task.run_label(cfg)
-  run = _loop.train(task, cfg, data, ctx=ctx, label=label,
-                    progress=options.progress and writer,
-                    **_checkpoint(options, None))
-  if writer:
-    out = Path(options.out)
-    written = _results.write_run(task, out, run, cfg, label)
-    print(task.describe(run.results))
-    print("wrote " + ", ".join(str(p) for p in written))
+  _run(task, [(None, task.run_label(cfg), cfg)], options, ctx, writer)
   return 0
 
 
 def _run_compare(task: Task, args: argparse.Namespace) -> int:
-  from grokfast_jax.experiments.harness import _loop, _results
+  from grokfast_jax.experiments.harness import _results
   options = options_from_args(args)
   given = given_from_args(task, args)
   ctx, writer = _prepare(options)
   plan = task.plan_compare(given)
-  data = task.load_data(plan[0][2]) if task.load_data else None
-  for line in (task.announce(plan[-1][2], data) if task.announce else []):
-    print(line)
+  runs = _run(task, plan, options, ctx, writer)
   out = Path(options.out)
-  runs = {}
-  for sub, label, cfg in plan:
-    run = _loop.train(task, cfg, data, ctx=ctx, label=label,
-                      progress=options.progress and writer,
-                      **_checkpoint(options, sub))
-    runs[label] = run
-    if writer:
-      written = _results.write_run(task, out / sub, run, cfg, label)
-      print(task.describe(run.results))
-      print("wrote " + ", ".join(str(p) for p in written))
   lines, extra = task.summarize_compare({k: r.results for k, r in
                                          runs.items()})
   if writer:

@@ -52,15 +52,20 @@ def assemble(task: Any, cfg: Any, data: Any,
   return results
 
 
+def _plots(task: Any, out: Path, histories: Mapping[str, Any],
+           title: str) -> list[Path]:
+  """The task's plots of `histories` (run name -> history) in `out`."""
+  return [common.plot_curves(histories, out / file, title, metric=metric,
+                             ylabel=ylabel, log_y=log_y)
+          for file, metric, ylabel, log_y in task.plots]
+
+
 def write_run(task: Any, out: Path, run: Any, cfg: Any,
               label: str) -> list[Path]:
   """Writes ``out/results.json``, the task's plots and extra files."""
   out = Path(out)
-  written = [common.save_results(out, run.results)]
-  for file, metric, ylabel, log_y in task.plots:
-    written.append(common.plot_curves(
-        {label: run.history}, out / file, task.title(cfg, label),
-        metric=metric, ylabel=ylabel, log_y=log_y))
+  written = [common.save_results(out, run.results),
+             *_plots(task, out, {label: run.history}, task.title(cfg, label))]
   if task.extra_files is not None:
     written += [Path(p) for p in task.extra_files(out, run)]
   return written
@@ -71,11 +76,7 @@ def write_compare(task: Any, out: Path, runs: Mapping[str, Any],
   """Writes a comparison's ``out/results.json`` (its `extra` keys and every
   run's results under "runs") and the overlaid plots."""
   out = Path(out)
-  written = [common.save_results(
+  return [common.save_results(
       out, {"task": task.compare_name or f"{task.name}-compare", **extra,
-            "runs": {k: r.results for k, r in runs.items()}})]
-  for file, metric, ylabel, log_y in task.plots:
-    written.append(common.plot_curves(
-        {k: r.history for k, r in runs.items()}, out / file, title,
-        metric=metric, ylabel=ylabel, log_y=log_y))
-  return written
+            "runs": {k: r.results for k, r in runs.items()}}),
+          *_plots(task, out, {k: r.history for k, r in runs.items()}, title)]

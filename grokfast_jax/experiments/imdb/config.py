@@ -4,13 +4,9 @@ The paper's IMDb run trains an LSTM classifier (Embedding(1001, 64) -> 2-layer
 LSTM, hidden 256 -> Linear(256, 1) -> sigmoid), every initial parameter scaled
 by 6, on 750 reviews (a stratified split of the CSV's first 1,000 rows; the
 other 250 validate), with binary cross-entropy, gradient-norm clipping at 5.0
-and AdamW (lr 3e-4, batch 50) for 10,000 updates. The reference script's
-weight decay is 1.0 (the baseline); its README runs weight decay 10.0 and
-Grokfast-EMA with alpha 0.98, lamb 2.0. The paper reports best validation
-accuracy 0.84 -> 0.90 and lowest validation loss 0.517 -> 0.412 (baseline ->
-Grokfast), scored on one random 50-review validation batch per update.
-
-The reference's README commands never pass the filter flag, so which run
+and AdamW (lr 3e-4, batch 50) for 10,000 updates (:data:`PAPER_DEFAULTS`,
+:data:`PAPER_RESULTS`, scored on one random 50-review validation batch per
+update). The README commands never pass the filter flag, so which run
 produced each published number is ambiguous; ``imdb-compare`` therefore also
 runs the README weight decay without a filter, the control the reference
 lacks.
@@ -57,13 +53,9 @@ class ImdbConfig(settings.FilterSettingsMixin):
   """One training run of the IMDb LSTM experiment.
 
   Attributes:
-    filter: gradient filter between the clipping and AdamW: "none", "ema" or
-      "ma".
-    alpha: Grokfast-EMA momentum in [0, 1) (used by "ema").
-    lamb: Grokfast amplification, >= 0 (used by "ema" and "ma").
-    window_size: Grokfast-MA window, >= 1 (used by "ma").
-    weight_decay: AdamW decoupled weight decay, >= 0.
-    lr: AdamW learning rate, > 0.
+    filter, alpha, lamb, window_size, weight_decay, lr: the Grokfast filter
+      in front of AdamW (see :class:`settings.FilterSettingsMixin`), all
+      finite; the filter sees the clipped gradient.
     clip_norm: global gradient-norm clip applied before the filter, > 0.
     init_scale: factor applied to every initial parameter, > 0.
     vocab_size: most frequent training words kept, >= 1 (ids 1..vocab_size,
@@ -130,13 +122,7 @@ class ImdbConfig(settings.FilterSettingsMixin):
       "179-word NLTK English list)", metavar="PATH")
 
   def __post_init__(self) -> None:
-    """Validates the settings: the filter's and AdamW's, all finite
-    (:func:`settings.check_optimizer_settings`), then the clipping, the
-    initialization, the seed, the model and data sizes and the batch.
-
-    Raises:
-      ValueError: naming the first argument out of its allowed range.
-    """
+    """Validates the settings (a ValueError names the first out of range)."""
     settings.check_optimizer_settings(self, FILTERS, finite=True)
     check = settings.check
     for name in ("clip_norm", "init_scale"):
@@ -194,10 +180,8 @@ class ImdbConfig(settings.FilterSettingsMixin):
 
 def paper_config(filter: str = "ema",
                  **overrides: Optional[Any]) -> ImdbConfig:
-  """:data:`PAPER_DEFAULTS` for `filter`, then the `overrides` that are not
-  None, as a validated :class:`ImdbConfig` (see
-  :func:`settings.config_with_defaults`: options not given on the command line
-  keep the paper's setting for the chosen filter).
+  """:func:`settings.config_with_defaults` of :data:`PAPER_DEFAULTS`: options
+  not given (None) keep the paper's setting for the chosen filter.
 
   Example:
     >>> paper_config("none").weight_decay
@@ -207,36 +191,27 @@ def paper_config(filter: str = "ema",
     (2.0, 667, 10005)
   """
   return settings.config_with_defaults(ImdbConfig, FILTERS, PAPER_DEFAULTS,
-                                     filter, overrides)
+                                       filter, overrides)
 
 
 def make_config(given: Mapping[str, Any]) -> ImdbConfig:
-  """The config of the flags given (field -> value; absent: not given).
-
-  :func:`paper_config` of the given filter (default "ema"); with filter
-  "none" the filter knobs alpha, lamb and window_size are ignored.
+  """The config of the flags given (field -> value; absent: not given):
+  :func:`settings.config_from_flags` of the paper's defaults (with filter
+  "none" the filter knobs alpha, lamb and window_size are ignored).
 
   Raises:
     ValueError: no data file given, or a setting out of its range (naming
       it).
   """
   fields = {f.name for f in dataclasses.fields(ImdbConfig)}
-  given = {k: v for k, v in given.items() if k in fields}
-  filter = given.pop("filter", "ema")
-  if filter == "none":
-    for name in ("alpha", "lamb", "window_size"):
-      given.pop(name, None)
-  cfg = paper_config(filter, **given)
-  if cfg.data is None:
-    raise ValueError("--data is required: the IMDb CSV (header "
-                     "review,sentiment)")
+  cfg = settings.config_from_flags(ImdbConfig, FILTERS, PAPER_DEFAULTS, {
+      k: v for k, v in given.items() if k in fields})
+  settings.require_data(cfg, "the IMDb CSV (header review,sentiment)")
   return cfg
 
 
 def is_paper_setting(cfg: ImdbConfig) -> bool:
   """Whether `cfg` is the paper's setting for its filter ("none" or "ema";
   seed aside), so the published figures can be set beside it."""
-  if cfg.filter == "ma":
-    return False
-  mine, paper = cfg.to_dict(), paper_config(cfg.filter).to_dict()
-  return all(mine[k] == paper[k] for k in mine if k != "seed")
+  return cfg.filter != "ma" and settings.is_paper_setting(
+      cfg, paper_config(cfg.filter), ("seed",))

@@ -1,45 +1,34 @@
 """The IMDb LSTM experiment as a harness task (``grokfast-jax imdb`` and
-``imdb-compare``).
-
-Each epoch is a fresh shuffle of the training reviews and a ``lax.scan`` of
-:func:`.training.update` over its minibatches (15 of 50 for 750 reviews);
-after it, the loss and accuracy on ALL the validation reviews, and once before
-training (the step-0 entry, no training figures). The history has one entry
-per epoch: the epoch's mean training loss and accuracy over its minibatches
-(each taken before that minibatch's update, as the reference's per-epoch
-averages) and the validation figures after it.
-
-Validation differs from the reference on purpose. The reference scores one
-random 50-review validation batch after every update and reports the best
-accuracy and lowest loss over those 10,000 draws. A 50-review batch has a
-standard error of about 0.06 on accuracy (sqrt(p (1 - p) / 50): 0.05 at 85%,
-0.07 at 50%), so the maximum over 10,000 noisy draws is biased upwards by
-several standard errors; here the whole held-out set (250 reviews) is scored
-after every epoch (every 15 updates), and the best / lowest values are over
-those epochs.
-
-Command line::
+``imdb-compare``)::
 
   grokfast-jax imdb --data IMDB-Dataset.csv --out runs/imdb-ema
   grokfast-jax imdb-compare --data IMDB-Dataset.csv --out runs/imdb-compare
 
-The full setting (sequence length 500, 10,005 updates) takes seconds per
-update on a CPU (9-10 hours a run); ``--checkpoint-dir`` and ``--resume``
-continue an interrupted run exactly, and ``--seq-len`` and ``--max-steps``
-name a reduced setting.
+An epoch is a fresh shuffle and a scan of :func:`.training.update` over its
+minibatches (15 of 50 for 750 reviews); the history has one entry per epoch
+(and one at step 0): the epoch's mean training loss and accuracy over its
+minibatches, each before its update (the reference's per-epoch averages),
+and the loss and accuracy on ALL the validation reviews after it. The
+reference instead scores one random 50-review batch per update and keeps
+the best of 10,000 noisy draws, biased upwards (:data:`VALIDATION_NOTE`).
+
+The full setting (sequence length 500, 10,005 updates) takes 9-10 hours a
+run on a CPU; ``--checkpoint-dir`` and ``--resume`` continue an interrupted
+run exactly, and ``--seq-len`` and ``--max-steps`` name a reduced setting.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 from typing import Any, Mapping, Optional
 
-import jax
 import numpy as np
-from jax.sharding import NamedSharding
 
 from grokfast_jax.experiments import common
 from grokfast_jax.experiments import harness
+from grokfast_jax.experiments import settings
+from grokfast_jax.experiments.harness import report
 from grokfast_jax.experiments.imdb import config as config_lib
 from grokfast_jax.experiments.imdb import data as data_lib
 from grokfast_jax.experiments.imdb import training
@@ -54,15 +43,12 @@ VALIDATION_NOTE = (
 LOSS_NOTE = ("binary cross-entropy from the logit (optax "
              "sigmoid_binary_cross_entropy); equals torch BCELoss on the "
              "sigmoid up to torch's clamp of log at -100")
-COMPARE_FILTERS = ("ema", "ma")
 
 
 def load_data(cfg: config_lib.ImdbConfig) -> data_lib.Dataset:
   """The encoded reviews of `cfg` (its data file, size, seed, vocabulary,
   sequence length and stop words)."""
-  if cfg.data is None:
-    raise ValueError("--data is required: the IMDb CSV (header "
-                     "review,sentiment)")
+  settings.require_data(cfg, "the IMDb CSV (header review,sentiment)")
   return data_lib.load_dataset(
       cfg.data, size=cfg.size, seed=cfg.seed, vocab_size=cfg.vocab_size,
       seq_len=cfg.seq_len, stopwords=cfg.stopwords,
@@ -75,11 +61,6 @@ def _entry(epoch_metrics: Optional[Mapping[str, Any]],
            else {k: float(np.mean(epoch_metrics[k]))
                  for k in ("train_loss", "train_acc")})
   return {**train, "val_loss": evals["val_loss"], "val_acc": evals["val_acc"]}
-
-
-def _reached_target(history: list[dict[str, Any]]) -> bool:
-  last = history[-1]
-  return last["step"] > 0 and last["val_acc"] >= config_lib.TARGET_VAL_ACC
 
 
 def build(cfg: config_lib.ImdbConfig, dataset: data_lib.Dataset,
@@ -95,19 +76,13 @@ def build(cfg: config_lib.ImdbConfig, dataset: data_lib.Dataset,
         f"dataset shapes {dataset.x_train.shape} / {dataset.x_val.shape} do "
         f"not match the config's [{cfg.n_train}, {cfg.seq_len}] / "
         f"[{cfg.n_val}, {cfg.seq_len}]")
+  # (The harness replicates on the mesh what is not on it yet: the key, the
+  # settings, the optimizer's step counts.)
   graphdef, state = training.init_state(cfg, ctx.place_params)
-  if ctx.mesh is not None:
-    # What is not on the mesh yet (the key, the settings, the optimizer's
-    # step counts) replicated on it, as the jitted chunk returns it: its
-    # second call then finds the same input layout and compiles nothing.
-    state = jax.tree.map(
-        lambda x: x if isinstance(x.sharding, NamedSharding)
-        else ctx.place_data(x), state)
   data = ctx.place_data({
       "x": dataset.x_train, "y": dataset.y_train,
       "val": training.eval_chunks(dataset.x_val, dataset.y_val,
                                   cfg.batch_size)})
-  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
   return harness.Program(
       state=state, data=data,
       train_epoch=training.make_train_epoch(
@@ -116,19 +91,10 @@ def build(cfg: config_lib.ImdbConfig, dataset: data_lib.Dataset,
       evaluate=training.make_evaluate(graphdef),
       entry=_entry, total_epochs=cfg.epochs,
       steps_per_epoch=cfg.steps_per_epoch, initial_eval=True,
-      should_stop=_reached_target if cfg.stop_at_target else None,
-      info={"n_params": n_params})
-
-
-def _extreme(history, key, pick) -> tuple[Optional[float], Optional[int]]:
-  """(value, step) of the first entry holding pick() of the finite values."""
-  finite = [h for h in history
-            if h.get(key) is not None and np.isfinite(h[key])]
-  if not finite:
-    return None, None
-  value = pick(h[key] for h in finite)
-  step = next(h["step"] for h in finite if h[key] == value)
-  return value, step
+      should_stop=(functools.partial(settings.reached, "val_acc",
+                                     config_lib.TARGET_VAL_ACC)
+                   if cfg.stop_at_target else None),
+      info={"n_params": settings.count_params(state.params)})
 
 
 def summarize(cfg: config_lib.ImdbConfig, dataset: data_lib.Dataset,
@@ -152,10 +118,10 @@ def summarize(cfg: config_lib.ImdbConfig, dataset: data_lib.Dataset,
   """
   history = facts["history"]
   trained = [h for h in history if h["step"] > 0]
-  best_acc = _extreme(trained, "val_acc", max)
-  min_loss = _extreme(trained, "val_loss", min)
-  target = next((h["step"] for h in trained
-                 if h["val_acc"] >= config_lib.TARGET_VAL_ACC), None)
+  best_acc = report.extreme(trained, "val_acc", max)
+  min_loss = report.extreme(trained, "val_loss", min)
+  target = common.steps_to_threshold(trained, "val_acc",
+                                     config_lib.TARGET_VAL_ACC)[0]
   last = history[-1]
   paper_setting = config_lib.is_paper_setting(cfg)
   paper = None
@@ -169,8 +135,7 @@ def summarize(cfg: config_lib.ImdbConfig, dataset: data_lib.Dataset,
   later = [b - a for a, b in zip(seconds[1:], seconds[2:])]
   return {
       "experiment": "imdb-lstm",
-      "run": facts.get("label") or cfg.run_name,
-      "label": cfg.label,
+      **report.names(cfg, facts),
       "dataset": f"IMDb reviews (first {cfg.size} rows)",
       "data_source": dataset.source,
       "stopwords_source": dataset.stopwords_source,
@@ -197,11 +162,8 @@ def summarize(cfg: config_lib.ImdbConfig, dataset: data_lib.Dataset,
       "target_val_acc": config_lib.TARGET_VAL_ACC,
       "target_step": target,
       "stopped_early": facts["stopped_early"],
-      "final_step": last["step"],
-      "final_train_loss": last["train_loss"],
-      "final_train_acc": last["train_acc"],
-      "final_val_loss": last["val_loss"],
-      "final_val_acc": last["val_acc"],
+      **report.finals(last, ("step", "train_loss", "train_acc", "val_loss",
+                             "val_acc")),
       "seconds_per_update": (statistics.median(later) / cfg.steps_per_epoch
                              if later else None),
       "first_epoch_seconds": (seconds[1] - seconds[0] if len(seconds) > 1
@@ -213,15 +175,11 @@ def summarize(cfg: config_lib.ImdbConfig, dataset: data_lib.Dataset,
 
 def describe(results: Mapping[str, Any]) -> str:
   """One line: best validation accuracy, lowest loss, updates and time."""
-
-  def fig(value, step, what):
-    if value is None:
-      return f"{what} n/a"
-    return f"{what} {value:.3f} at update {step:,}"
-
-  return (f"{results['run']} ({results['label']}): "
-          f"{fig(results['best_val_acc'], results['best_val_acc_step'], 'best val acc')}, "
-          f"{fig(results['min_val_loss'], results['min_val_loss_step'], 'lowest val loss')} "
+  best = report.figure("best val acc", results["best_val_acc"],
+                       results["best_val_acc_step"], at="update")
+  lowest = report.figure("lowest val loss", results["min_val_loss"],
+                         results["min_val_loss_step"], at="update")
+  return (f"{report.headline(results)}: {best}, {lowest} "
           f"({results['final_step']:,} updates, "
           f"{results['total_seconds']:.0f} s)")
 
@@ -240,33 +198,11 @@ def announce(cfg: config_lib.ImdbConfig,
       "whole epochs)"]
 
 
-def plan_compare(given: Mapping[str, Any]
-                 ) -> list[tuple[str, str, config_lib.ImdbConfig]]:
-  """The runs of ``imdb-compare``: the baseline (no filter, weight decay
-  ``--baseline-weight-decay``, default 1.0), the weight-decay control (no
-  filter, ``--weight-decay``, default 10.0) and Grokfast (``--filter``,
-  default ema, with that weight decay), as ``(folder, name, config)``.
-
-  Raises:
-    ValueError: a filter other than ema or ma, or bad settings.
-  """
-  given = dict(given)
-  filter = given.pop("filter", "ema")
-  if filter not in COMPARE_FILTERS:
-    raise ValueError(f"filter must be one of {COMPARE_FILTERS} (the Grokfast "
-                     f"run's), got {filter!r}")
-  base_wd = given.pop("baseline_weight_decay", None)
-  wd = given.pop("weight_decay", config_lib.README_WEIGHT_DECAY)
-  base = config_lib.make_config({**given, "filter": "none",
-                                 **({} if base_wd is None
-                                    else {"weight_decay": base_wd})})
-  control = config_lib.make_config({**given, "filter": "none",
-                                    "weight_decay": wd})
-  grok = config_lib.make_config({**given, "filter": filter,
-                                 "weight_decay": wd})
-  return [("baseline", "baseline", base),
-          ("weight-decay", "weight-decay", control),
-          (grok.run_name, grok.run_name, grok)]
+# ``plan_compare(given)``: the baseline (weight decay
+# ``--baseline-weight-decay``, default 1.0), the weight-decay control and
+# Grokfast (``--weight-decay``, default 10.0).
+plan_compare = functools.partial(report.plan_compare,
+                                 make_config=config_lib.make_config)
 
 
 def summarize_compare(runs: Mapping[str, Mapping[str, Any]]
@@ -292,7 +228,7 @@ def summarize_compare(runs: Mapping[str, Mapping[str, Any]]
       "data_source": first["data_source"],
       "validation": first["validation"],
       "summary": [describe(r) for r in runs.values()],
-      "table": {name: {k: r[k] for k in keys} for name, r in runs.items()},
+      "table": report.table(runs, keys),
       "paper_results": dict(
           config_lib.PAPER_RESULTS,
           note="published best validation accuracy and lowest validation "
@@ -305,28 +241,23 @@ def summarize_compare(runs: Mapping[str, Mapping[str, Any]]
 
 def title(cfg: config_lib.ImdbConfig, what: str) -> str:
   """Plot title: a run's name and its settings, or the runs compared."""
-  if " vs " not in what:
-    what = f"{what} ({cfg.label})"
-  return (f"IMDb LSTM: {what}\n[first {cfg.size} rows, seq_len "
-          f"{cfg.seq_len}, validation on all {cfg.n_val} held-out reviews]")
+  return report.title(cfg, what, "IMDb LSTM", (
+      f"[first {cfg.size} rows, seq_len {cfg.seq_len}, validation on all "
+      f"{cfg.n_val} held-out reviews]"))
 
 
-def checkpoint_settings(cfg: config_lib.ImdbConfig) -> dict[str, Any]:
-  """What a checkpoint stores and a resume compares: the settings without
-  the epochs and updates derived from max_steps (a resume may run longer)."""
-  d = cfg.to_dict()
-  for key in ("epochs", "total_steps"):
-    del d[key]
-  return common.to_json_safe(d)
+# What a checkpoint stores and a resume compares: the settings without the
+# epochs and updates derived from max_steps (a resume may run longer).
+checkpoint_settings = report.settings_but("epochs", "total_steps")
 
 
 TASK = harness.Task(
     name="imdb",
-    config_class=config_lib.ImdbConfig,
-    make_config=config_lib.make_config,
-    build=build,
-    summarize=summarize,
-    describe=describe,
+    config_class=config_lib.ImdbConfig, make_config=config_lib.make_config,
+    load_data=load_data, build=build, summarize=summarize, describe=describe,
+    plan_compare=plan_compare, summarize_compare=summarize_compare,
+    title=title, announce=announce, checkpoint_settings=checkpoint_settings,
+    default_out="runs/imdb", compare_out="runs/imdb-compare",
     help="IMDb sentiment LSTM (init x6): one run",
     description=(
         "Train the Embedding-LSTM-Linear classifier (every initial parameter "
@@ -346,18 +277,8 @@ TASK = harness.Task(
         "the Grokfast run, --weight-decay to the Grokfast run and the "
         "control. Writes OUT/results.json (all runs and a summary), "
         "OUT/curves.png and OUT/loss.png (runs overlaid)."),
-    load_data=load_data,
-    plan_compare=plan_compare,
-    summarize_compare=summarize_compare,
-    title=title,
     plots=(("curves.png", "acc", "accuracy", False),
            ("loss.png", "loss", "binary cross-entropy", True)),
-    default_out="runs/imdb",
-    compare_out="runs/imdb-compare",
-    checkpoint_settings=checkpoint_settings,
-    announce=announce,
-    extra_flags=(harness.Flag(
-        "--baseline-weight-decay", "baseline_weight_decay",
-        help="the baseline's weight decay (default 1.0, the reference "
-        "script's)", parse=float, single=False),),
+    extra_flags=report.compare_flags("the baseline's weight decay (default "
+                                     "1.0, the reference script's)"),
 )

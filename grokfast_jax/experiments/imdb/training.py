@@ -1,16 +1,8 @@
-"""The pure training pieces of the IMDb LSTM experiment.
-
-The optimizer (clip, then the Grokfast filter, then AdamW; its settings
-traced), the loss and accuracy, the per-update function :func:`update`, the
-epoch (:func:`make_train_epoch`: a fresh shuffle, then a ``lax.scan`` of
-:func:`update` over its minibatches) and the evaluation on every validation
-review (:func:`make_evaluate`). The harness traces them inside its jitted
-chunk; :mod:`.task` puts them together.
-
-Loss: binary cross-entropy computed stably from the logit
-(``optax.sigmoid_binary_cross_entropy``). It equals torch's ``BCELoss`` on the
-sigmoid output except where torch clamps ``log`` at -100 (a sigmoid saturated
-to exactly 0 or 1 in float32 costs at most 100 there, unbounded here).
+"""The pure training pieces of the IMDb LSTM experiment: the optimizer
+(clip, then the Grokfast filter, then AdamW; its settings traced), the loss
+and accuracy, the per-update function :func:`update`, the epoch
+(:func:`make_train_epoch`) and the evaluation on every validation review
+(:func:`make_evaluate`). :mod:`.task` puts them together.
 """
 
 from __future__ import annotations
@@ -25,6 +17,7 @@ import optax
 from flax import nnx
 
 from grokfast_jax.experiments import settings
+from grokfast_jax.experiments.harness import report
 from grokfast_jax.experiments.imdb import config as config_lib
 from grokfast_jax.experiments.imdb.model import LSTMClassifier
 
@@ -32,24 +25,14 @@ HYPERPARAMS = ("lr", "weight_decay", "clip_norm", "alpha", "lamb")
 
 
 class TrainState(NamedTuple):
-  """What the harness carries, donates and checkpoints.
-
-  Attributes:
-    params: the model's `nnx.Param` state.
-    opt_state: the optimizer state (the filter's included).
-    key: PRNG key for the epoch shuffles (split once an epoch).
-    hparams: the traced optimizer settings (:func:`hyperparams`, float32
-      scalars), so that runs differing only in them share one compilation.
-  """
+  """:class:`settings.TrainState` (params, opt_state, key) and `hparams`:
+  the traced optimizer settings (:func:`hyperparams`, float32 scalars), so
+  that runs differing only in them share one compilation."""
 
   params: Any
   opt_state: Any
   key: jax.Array
   hparams: dict[str, jax.Array]
-
-
-def _identity(x: Any) -> Any:
-  return x
 
 
 def hyperparams(cfg: config_lib.ImdbConfig) -> dict[str, float]:
@@ -93,18 +76,18 @@ def make_optimizer(cfg: config_lib.ImdbConfig) -> optax.GradientTransformation:
 
 def optimizer_name(cfg: config_lib.ImdbConfig) -> str:
   """E.g. "clip_by_global_norm(5) -> grokfast_ema -> adamw(3e-4)"."""
-  parts = [f"clip_by_global_norm({cfg.clip_norm:g})"]
-  if cfg.filter != "none":
-    parts.append(f"grokfast_{cfg.filter}")
-  parts.append(f"adamw({cfg.lr:g})")
-  return " -> ".join(parts)
+  return report.optimizer_name(
+      cfg.filter, (f"clip_by_global_norm({cfg.clip_norm:g})",),
+      f"adamw({cfg.lr:g})")
 
 
 def bce_with_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Per-review binary cross-entropy of ``sigmoid(logits)`` against 0/1 labels.
 
-  Computed stably from the logit; equals torch's ``BCELoss`` on the sigmoid
-  except that torch clamps each log at -100.
+  Computed stably from the logit (``optax.sigmoid_binary_cross_entropy``);
+  equals torch's ``BCELoss`` on the sigmoid except that torch clamps each
+  log at -100 (a sigmoid saturated to exactly 0 or 1 in float32 costs at
+  most 100 there, unbounded here).
   """
   return optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))
 
@@ -146,17 +129,16 @@ def build_model(cfg: config_lib.ImdbConfig, key: jax.Array) -> LSTMClassifier:
 
 
 def init_state(cfg: config_lib.ImdbConfig,
-               place_params: Callable[[Any], Any] = _identity,
+               place_params: Callable[[Any], Any] = settings.identity,
                ) -> tuple[nnx.GraphDef, TrainState]:
-  """The model's graph definition and the initial :class:`TrainState`.
-
-  The seed's key splits into the initialization key and the shuffle key.
+  """The model's graph definition and the initial :class:`TrainState`
+  (:func:`settings.seed_keys`).
 
   Args:
     cfg: the run's settings.
     place_params: puts the params on the devices (a mesh's layout).
   """
-  init_key, shuffle_key = jax.random.split(jax.random.key(cfg.seed))
+  init_key, shuffle_key = settings.seed_keys(cfg.seed)
   graphdef, params = nnx.split(build_model(cfg, init_key), nnx.Param)
   params = place_params(params)
   hparams = {k: jnp.asarray(v, jnp.float32)
@@ -167,7 +149,7 @@ def init_state(cfg: config_lib.ImdbConfig,
 
 def update(state: TrainState, batch: tuple[jax.Array, jax.Array], *,
            graphdef: nnx.GraphDef, filter: str, window_size: int,
-           shard_batch: Callable[[Any], Any] = _identity,
+           shard_batch: Callable[[Any], Any] = settings.identity,
            ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One AdamW update on a minibatch (pure in `state` and `batch`).
 
@@ -198,32 +180,17 @@ def update(state: TrainState, batch: tuple[jax.Array, jax.Array], *,
 @functools.lru_cache(maxsize=32)
 def make_train_epoch(graphdef: nnx.GraphDef, filter: str, window_size: int,
                      steps_per_epoch: int, batch_size: int,
-                     shard_batch: Callable[[Any], Any] = _identity):
-  """The pure epoch ``(state, epoch, data) -> (state, metrics)``.
-
-  Splits the state's key and shuffles the training reviews with it (the
-  remainder beyond ``steps_per_epoch * batch_size`` dropped), then scans
-  :func:`update` over the minibatches. `metrics`: ``train_loss`` and
-  ``train_acc``, means over the minibatches, each before its update. Cached:
-  equal arguments return the same function (so the harness reuses its
-  compilation).
+                     shard_batch: Callable[[Any], Any] = settings.identity):
+  """The pure epoch ``(state, epoch, data) -> (state, metrics)``:
+  :func:`settings.shuffled_epoch` of :func:`update` over the training
+  reviews ``data["x"]``, ``data["y"]``. `metrics`: ``train_loss`` and
+  ``train_acc``, means over the minibatches, each before its update.
+  Cached: equal arguments return the same function (so the harness reuses
+  its compilation).
   """
   step = functools.partial(update, graphdef=graphdef, filter=filter,
                            window_size=window_size, shard_batch=shard_batch)
-
-  def train_epoch(state: TrainState, epoch, data):
-    del epoch  # the order follows the state's key
-    x, y = data["x"], data["y"]
-    key, sub = jax.random.split(state.key)
-    order = jax.random.permutation(sub, x.shape[0])
-    idx = order[:steps_per_epoch * batch_size].reshape(
-        steps_per_epoch, batch_size)
-    state, metrics = jax.lax.scan(step, state._replace(key=key),
-                                  (x[idx], y[idx]))
-    return state, {"train_loss": metrics["loss"].mean(),
-                   "train_acc": metrics["acc"].mean()}
-
-  return train_epoch
+  return settings.shuffled_epoch(step, steps_per_epoch, batch_size)
 
 
 def evaluate_params(graphdef: nnx.GraphDef, params, xs, ys, mask

@@ -41,12 +41,8 @@ class MnistConfig(settings.FilterSettingsMixin):
   """One training run of the MNIST large-initialization experiment.
 
   Attributes:
-    filter: gradient filter in front of AdamW: "none", "ema" or "ma".
-    alpha: Grokfast-EMA momentum in [0, 1) (used by "ema").
-    lamb: Grokfast amplification, >= 0 (used by "ema" and "ma").
-    window_size: Grokfast-MA window, >= 1 (used by "ma").
-    weight_decay: AdamW decoupled weight decay, >= 0.
-    lr: AdamW learning rate, > 0.
+    filter, alpha, lamb, window_size, weight_decay, lr: the Grokfast filter
+      in front of AdamW (see :class:`settings.FilterSettingsMixin`).
     init_scale: factor applied to every initial weight and bias, > 0.
     hidden: widths of the hidden layers.
     train_size: number of training images: the first `train_size` of the
@@ -92,13 +88,7 @@ class MnistConfig(settings.FilterSettingsMixin):
       "(offline stand-in, NOT MNIST)", metavar="PATH")
 
   def __post_init__(self) -> None:
-    """Validates the settings: the filter's and AdamW's
-    (:func:`settings.check_optimizer_settings`), then the initialization, the
-    layer widths, the training subset and the step counts.
-
-    Raises:
-      ValueError: naming the first argument out of its allowed range.
-    """
+    """Validates the settings (a ValueError names the first out of range)."""
     settings.check_optimizer_settings(self, FILTERS)
     check = settings.check
     check("init_scale", self.init_scale, self.init_scale > 0, "> 0")
@@ -126,10 +116,8 @@ class MnistConfig(settings.FilterSettingsMixin):
 
 def paper_config(filter: str = "ema",
                  **overrides: Optional[Any]) -> MnistConfig:
-  """:data:`PAPER_DEFAULTS` for `filter`, then the `overrides` that are not
-  None, as a validated :class:`MnistConfig` (see
-  :func:`settings.config_with_defaults`: options not given on the command line
-  keep the paper's setting for the chosen filter).
+  """:func:`settings.config_with_defaults` of :data:`PAPER_DEFAULTS`: options
+  not given (None) keep the paper's setting for the chosen filter.
 
   Example:
     >>> paper_config("none").weight_decay
@@ -138,26 +126,24 @@ def paper_config(filter: str = "ema",
     0.1
   """
   return settings.config_with_defaults(MnistConfig, FILTERS, PAPER_DEFAULTS,
-                                     filter, overrides)
+                                       filter, overrides)
 
 
 def make_config(given: Mapping[str, Any]) -> MnistConfig:
   """The config of the flags `given` (field -> value, absent when not
-  given): :func:`paper_config` of the given filter (default "ema") updated
-  by the other values.
+  given): :func:`settings.config_from_flags` of the paper's defaults.
 
   Example:
     >>> make_config({"filter": "none", "max_steps": 500}).weight_decay
     0.01
   """
-  given = dict(given)
-  return paper_config(given.pop("filter", "ema"), **given)
+  return settings.config_from_flags(MnistConfig, FILTERS, PAPER_DEFAULTS,
+                                    given)
 
 
 def is_paper_setting(cfg: MnistConfig) -> bool:
   """Whether `cfg` is the paper's setting for its filter (seed, step count,
   evaluation period, early stop and data path aside), so the paper's figures
   apply to it."""
-  free = ("seed", "max_steps", "eval_every", "stop_at_target", "data")
-  mine, paper = cfg.to_dict(), paper_config(cfg.filter).to_dict()
-  return all(mine[k] == paper[k] for k in mine if k not in free)
+  return settings.is_paper_setting(cfg, paper_config(cfg.filter), (
+      "seed", "max_steps", "eval_every", "stop_at_target", "data"))

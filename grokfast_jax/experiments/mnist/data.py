@@ -2,18 +2,13 @@
 
 Nothing here downloads anything. Give :func:`load_dataset` one of
 
-* a directory holding the four standard IDX files (``train-images-idx3-ubyte``,
-  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
-  ``t10k-labels-idx1-ubyte``), each plain or gzipped (``.gz``); the
-  ``train-images.idx3-ubyte`` spelling and torchvision's ``MNIST/raw``
-  sub-directory are found too;
+* a directory holding the four standard IDX files (:data:`IDX_FILES`), each
+  plain or gzipped (``.gz``); the ``train-images.idx3-ubyte`` spelling and
+  torchvision's ``MNIST/raw`` sub-directory are found too;
 * a Keras-style ``mnist.npz`` (keys ``x_train, y_train, x_test, y_test``), or a
   directory holding one;
-* ``None``: scikit-learn's bundled 8x8 digits (1,797 images, shipped inside the
-  package), clearly labelled as not MNIST. Each 8x8 image is upsampled by 3
-  (nearest neighbour) to 24x24 and zero-padded to 28x28, so the model keeps
-  MNIST's 784 inputs; a fixed split (independent of the run's seed) keeps 1,000
-  images for training and 797 for testing.
+* ``None``: scikit-learn's bundled 8x8 digits, clearly labelled as not MNIST
+  (:func:`load_digits_fallback`).
 
 Images come back as float32 in [0, 1] (MNIST pixel / 255, digits value / 16)
 flattened to 784 features; labels as int32 in [0, 9].
@@ -167,12 +162,13 @@ def load_mnist_npz(path: PathLike) -> Dataset:
 
 
 def load_digits_fallback() -> Dataset:
-  """scikit-learn's bundled 8x8 digits as a 28x28 stand-in for MNIST.
+  """scikit-learn's bundled 8x8 digits (1,797 images, shipped with it) as a
+  28x28 stand-in for MNIST.
 
   Each image is upsampled by 3 (nearest neighbour) to 24x24 and zero-padded
-  by 2 pixels to 28x28; values 0..16 are scaled to [0, 1]. A fixed
-  permutation (independent of any run seed) keeps 1,000 images for training
-  and 797 for testing.
+  by 2 pixels to 28x28, so the model keeps MNIST's 784 inputs; values 0..16
+  are scaled to [0, 1]. A fixed permutation (independent of any run seed)
+  keeps 1,000 images for training and 797 for testing.
 
   Returns:
     The dataset, labelled :data:`DIGITS_LABEL`.
@@ -220,11 +216,9 @@ def load_dataset(path: Optional[PathLike] = None) -> Dataset:
 
 
 def train_subset(dataset: Dataset, size: int) -> Dataset:
-  """The first `size` training images, in file order (test set unchanged).
-
-  This is the reference's subset: ``Subset(train, range(train_points))``, so
-  every seed trains on the same images; the seed changes only the
-  initialization and the batch order.
+  """The first `size` training images, in file order (test set unchanged):
+  the reference's ``Subset(train, range(train_points))``, the same images
+  for every seed.
 
   Args:
     dataset: the full dataset.

@@ -36,6 +36,15 @@ def torch_linear_init(fan_in: int, scale: float = 1.0) -> nnx.Initializer:
   return init
 
 
+def torch_linear(fan_in: int, fan_out: int, scale: float,
+                 rngs: nnx.Rngs) -> nnx.Linear:
+  """An ``nnx.Linear`` whose weight and bias take PyTorch's default
+  ``nn.Linear`` initialization times `scale` (:func:`torch_linear_init`)."""
+  init = torch_linear_init(fan_in, scale)
+  return nnx.Linear(fan_in, fan_out, kernel_init=init, bias_init=init,
+                    rngs=rngs)
+
+
 class MLP(nnx.Module):
   """A ReLU MLP whose initial parameters are PyTorch-default times `init_scale`.
 
@@ -65,11 +74,7 @@ class MLP(nnx.Module):
       raise ValueError(f"init_scale must be > 0, got {init_scale}")
     widths = [in_features, *hidden, out_features]
     self.layers = nnx.List([
-        nnx.Linear(
-            n_in, n_out,
-            kernel_init=torch_linear_init(n_in, init_scale),
-            bias_init=torch_linear_init(n_in, init_scale),
-            rngs=rngs)
+        torch_linear(n_in, n_out, init_scale, rngs)
         for n_in, n_out in zip(widths[:-1], widths[1:])])
 
   def __call__(self, x: jax.Array) -> jax.Array:

@@ -15,16 +15,15 @@ offline stand-in for MNIST everywhere.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from typing import Any, Mapping
 
 from grokfast_jax.experiments import common
 from grokfast_jax.experiments import harness
+from grokfast_jax.experiments.harness import report
 from grokfast_jax.experiments.mnist import config as config_lib
 from grokfast_jax.experiments.mnist import data as data_lib
 from grokfast_jax.experiments.mnist import training
-
-COMPARE_FILTERS = ("ema", "ma")
 
 
 def load_data(cfg: config_lib.MnistConfig) -> data_lib.Dataset:
@@ -52,8 +51,7 @@ def title(cfg: config_lib.MnistConfig, what: str) -> str:
   joins the run names with " vs ")."""
   label = (data_lib.DIGITS_LABEL if cfg.data is None
            else data_lib.MNIST_LABEL)
-  settings = "" if " vs " in what else f" ({cfg.label})"
-  return f"MNIST large init: {what}{settings}\n[{label}]"
+  return report.title(cfg, what, "MNIST large init", f"[{label}]")
 
 
 def summarize(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
@@ -75,39 +73,30 @@ def summarize(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
   history = facts["history"]
   step95, sec95 = common.steps_to_threshold(history, "val_acc",
                                             config_lib.THRESHOLD)
-  marks = {f"{t:g}": common.steps_to_threshold(history, "val_acc", t)[0]
-           for t in config_lib.THRESHOLDS}
-  best = max(history, key=lambda h: h["val_acc"])
-  last = history[-1]
+  best, best_step = report.extreme(history, "val_acc")
   paper = None
   if (dataset.label == data_lib.MNIST_LABEL
       and config_lib.is_paper_setting(cfg)):
     paper = config_lib.PAPER_STEPS_TO_95.get(cfg.filter)
-  optimizer = ("adamw" if cfg.filter == "none"
-               else f"grokfast_{cfg.filter} -> adamw")
   return {
       "experiment": "mnist-large-init",
-      "run": facts.get("label") or cfg.run_name,
-      "label": cfg.label,
+      **report.names(cfg, facts),
       "dataset": dataset.label,
       "data_source": dataset.source,
-      "optimizer": optimizer,
+      "optimizer": report.optimizer_name(cfg.filter),
       "loss": "mse on one-hot targets",
       "n_train": cfg.train_size,
       "n_test": int(len(dataset.y_test)),
       "n_params": facts["info"]["n_params"],
-      "steps_to_val_acc": marks,
+      "steps_to_val_acc": report.mark_steps(history, config_lib.THRESHOLDS),
       "steps_to_val_acc_95": step95,
       "seconds_to_val_acc_95": sec95,
       "paper_steps_to_val_acc_95": paper,
-      "final_step": last["step"],
-      "final_train_acc": last["train_acc"],
-      "final_val_acc": last["val_acc"],
-      "final_train_loss": last["train_loss"],
-      "final_val_loss": last["val_loss"],
-      "best_val_acc": best["val_acc"],
-      "best_val_acc_step": best["step"],
-      "total_seconds": last["seconds"],
+      **report.finals(history[-1], ("step", "train_acc", "val_acc",
+                                    "train_loss", "val_loss")),
+      "best_val_acc": best,
+      "best_val_acc_step": best_step,
+      "total_seconds": history[-1]["seconds"],
       "stopped_at_threshold": bool(facts["stopped_early"]),
   }
 
@@ -131,114 +120,40 @@ def describe(results: Mapping[str, Any]) -> str:
       f"{float(t):.0%} " + (f"never in {final} steps" if s is None
                             else f"at step {common.format_steps(s)}")
       for t, s in marks.items())
-  line = f"{results['run']} ({results['label']}): test accuracy {reached}"
-  if results.get("best_val_acc_step") is not None:
-    line += (f"; best {results['best_val_acc']:.1%} at step "
-             f"{common.format_steps(results['best_val_acc_step'])}")
-  else:
-    line += f"; best {results['best_val_acc']:.1%}"
-  line += f", final {results['final_val_acc']:.1%}"
+  line = (f"{report.headline(results)}: test accuracy {reached}; "
+          + report.figure("best", results["best_val_acc"],
+                          results.get("best_val_acc_step"), ".1%")
+          + f", final {results['final_val_acc']:.1%}")
   if results.get("seconds_to_val_acc_95") is not None:
     line += f" (95% after {results['seconds_to_val_acc_95']:.1f} s)"
   return line
 
 
-def compare_line(baseline: Mapping[str, Any], other: Mapping[str, Any],
-                 threshold: float = config_lib.THRESHOLD) -> str:
-  """The side-by-side verdict of two runs at one test-accuracy mark.
-
-  Args:
-    baseline: the reference run's results.
-    other: the run compared with it.
-    threshold: the mark, one of :data:`config.THRESHOLDS`.
-
-  Returns:
-    A line such as ``"grokfast-ema reached 90% at step 1,200, baseline at
-    step 4,800: 4.0x fewer steps"``.
-  """
-
-  def steps(res):
-    marks = res.get("steps_to_val_acc")
-    if marks is None:  # results written before the other marks existed
-      return res["steps_to_val_acc_95"]
-    return marks.get(f"{threshold:g}")
-
-  b, g = steps(baseline), steps(other)
-  gname, bname = other["run"], baseline["run"]
-  pct = f"{threshold:.0%}"
-  if g is not None and b is not None:
-    ratio = (f"{b / g:.1f}x fewer steps" if b >= g
-             else f"{g / b:.1f}x more steps")
-    return (f"{gname} reached {pct} at step {g:,}, {bname} at step {b:,}: "
-            f"{ratio}")
-  if g is not None:
-    return (f"{gname} reached {pct} at step {g:,}; {bname} had not after "
-            f"{baseline['final_step']:,} steps "
-            f"(> {baseline['final_step'] / g:.1f}x fewer steps)")
-  if b is not None:
-    return (f"{bname} reached {pct} at step {b:,}; {gname} had not after "
-            f"{other['final_step']:,} steps")
-  return (f"neither run reached {pct} ({bname}: {baseline['final_step']:,} "
-          f"steps, {gname}: {other['final_step']:,} steps)")
+# The verdict of two runs at a test-accuracy mark (default 95%), and the
+# highest of :data:`config.THRESHOLDS` some run reached.
+compare_line = report.mark_verdict
+verdict_threshold = functools.partial(report.verdict_mark,
+                                      marks=config_lib.THRESHOLDS)
 
 
-def verdict_threshold(runs: list[Mapping[str, Any]]) -> float:
-  """The highest mark of :data:`config.THRESHOLDS` that some run reached
-  (the lowest mark if none did): the one at which to compare the runs."""
-  for t in sorted(config_lib.THRESHOLDS, reverse=True):
-    if any(common.steps_to_threshold(r["history"], "val_acc", t)[0]
-           is not None for r in runs):
-      return t
-  return min(config_lib.THRESHOLDS)
-
-
-def plan_compare(given: Mapping[str, Any]
-                 ) -> list[tuple[str, str, config_lib.MnistConfig]]:
-  """Baseline, weight decay only and the Grokfast run, as (folder, name,
-  config).
-
-  The Grokfast run takes every given flag (filter "ema" or "ma"); the
-  baseline is AdamW with ``--baseline-weight-decay`` (default the paper's
-  0.01) and the shared settings; the control (left out with
-  ``--no-control``) is the baseline with the Grokfast run's weight decay, so
-  the filter's effect is told apart from the weight decay's.
-
-  Raises:
-    ValueError: a filter other than "ema" or "ma", or bad settings.
-  """
-  given = dict(given)
-  base_wd = given.pop("baseline_weight_decay", None)
-  no_control = bool(given.pop("no_control", False))
-  filter_ = given.get("filter", "ema")
-  if filter_ not in COMPARE_FILTERS:
-    raise ValueError(f"filter must be one of {COMPARE_FILTERS} for "
-                     f"mnist-compare, got {filter_!r}")
-  grok = config_lib.make_config(given)
-  shared = {k: v for k, v in given.items()
-            if k not in ("filter", "alpha", "lamb", "window_size",
-                         "weight_decay")}
-  base = config_lib.paper_config("none", weight_decay=base_wd, **shared)
-  plan = [("baseline", "baseline", base)]
-  if not no_control:
-    plan.append(("weight-decay", "weight-decay", dataclasses.replace(
-        base, weight_decay=grok.weight_decay)))
-  plan.append((grok.run_name, grok.run_name, grok))
-  return plan
+# ``plan_compare(given)``: baseline (``--baseline-weight-decay``, default
+# 0.01), weight decay only (not with ``--no-control``) and Grokfast.
+plan_compare = functools.partial(report.plan_compare,
+                                 make_config=config_lib.make_config)
 
 
 def summarize_compare(runs: Mapping[str, Mapping[str, Any]]
                       ) -> tuple[list[str], dict[str, Any]]:
   """The verdicts against the baseline, at the highest test-accuracy mark
   some run reached, and the comparison's results keys."""
-  names = list(runs)
-  threshold = verdict_threshold(list(runs.values()))
-  verdicts = [compare_line(runs[names[0]], runs[n], threshold)
-              for n in names[1:]]
-  dataset = runs[names[0]]["dataset"]
-  extra = {"experiment": "mnist-large-init-compare", "dataset": dataset,
-           "verdict_threshold": threshold, "verdicts": verdicts,
+  base, *others = runs.values()
+  threshold = verdict_threshold([base, *others])
+  verdicts = [compare_line(base, r, threshold) for r in others]
+  extra = {"experiment": "mnist-large-init-compare",
+           "dataset": base["dataset"], "verdict_threshold": threshold,
+           "verdicts": verdicts,
            "summary": [describe(r) for r in runs.values()]}
-  return [f"[{dataset}] {v}" for v in verdicts], extra
+  return [f"[{base['dataset']}] {v}" for v in verdicts], extra
 
 
 TASK = harness.Task(
@@ -255,24 +170,12 @@ TASK = harness.Task(
     "filter: the control the reference lacks) and the Grokfast run (--filter "
     "ema or ma); --alpha, --lamb, --window-size and --weight-decay apply to "
     "the Grokfast run (--weight-decay to the control too).",
-    config_class=config_lib.MnistConfig,
-    make_config=config_lib.make_config,
-    load_data=load_data,
-    build=training.build,
-    summarize=summarize,
-    describe=describe,
-    plan_compare=plan_compare,
-    summarize_compare=summarize_compare,
-    title=title,
-    default_out="runs/mnist",
-    compare_out="runs/mnist-compare",
-    announce=announce,
-    extra_flags=(
-        harness.Flag("--baseline-weight-decay", "baseline_weight_decay",
-                     help="baseline's AdamW weight decay (default: the "
-                     "paper's 0.01)", parse=float, single=False),
-        harness.Flag("--no-control", "no_control",
-                     help="skip the weight-decay-only run", single=False,
-                     switch=True),
-    ),
+    config_class=config_lib.MnistConfig, make_config=config_lib.make_config,
+    load_data=load_data, build=training.build, summarize=summarize,
+    describe=describe, plan_compare=plan_compare,
+    summarize_compare=summarize_compare, title=title, announce=announce,
+    default_out="runs/mnist", compare_out="runs/mnist-compare",
+    extra_flags=report.compare_flags("baseline's AdamW weight decay "
+                                     "(default: the paper's 0.01)",
+                                     control=True),
 )

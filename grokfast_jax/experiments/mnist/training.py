@@ -1,9 +1,8 @@
 """The pure pieces of one MNIST run, as the experiment harness trains it.
 
 :func:`make_update` is one AdamW (behind the Grokfast filter) update of the
-MLP on one minibatch, ``update(state, batch) -> (state, metrics)``;
-:func:`make_train_epoch` reshuffles the training subset with the state's key
-(split once an epoch) and scans `update` over its full minibatches;
+MLP on one minibatch; :func:`make_train_epoch` scans it over a reshuffled
+epoch of the training subset (:func:`settings.shuffled_epoch`);
 :func:`make_evaluate` computes the MSE and accuracy on the whole training
 subset and the whole test set. :func:`build` puts them together into the
 :class:`~grokfast_jax.experiments.harness.Program` of one run. The factories
@@ -17,7 +16,6 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -31,14 +29,11 @@ NUM_CLASSES = 10
 EVAL_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 TrainState = settings.TrainState
-
-
-def make_optimizer(cfg: config_lib.MnistConfig) -> optax.GradientTransformation:
-  """AdamW, behind the Grokfast filter the config names (if any):
-  :func:`settings.filtered_adamw` of its settings, so equal settings share one
-  (stateless) object and with it the compiled training function."""
-  return settings.filtered_adamw(cfg.filter, settings.filter_knobs(cfg),
-                                 cfg.lr, cfg.weight_decay)
+make_optimizer = settings.make_optimizer
+# ``make_train_epoch(update, steps_per_epoch, batch_size)``: one epoch of
+# `update` over reshuffled minibatches of data["x_train"], data["y_train"].
+make_train_epoch = functools.partial(settings.shuffled_epoch,
+                                     keys=("x_train", "y_train"))
 
 
 def mse_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -47,13 +42,9 @@ def mse_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean((logits - targets) ** 2)
 
 
-def _identity(x: Any) -> Any:
-  return x
-
-
 @functools.lru_cache(maxsize=32)
 def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                shard_batch: Callable[[Any], Any] = _identity):
+                shard_batch: Callable[[Any], Any] = settings.identity):
   """The pure update of one minibatch.
 
   Args:
@@ -80,32 +71,6 @@ def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     return state._replace(params=params, opt_state=opt_state), {}
 
   return update
-
-
-@functools.lru_cache(maxsize=32)
-def make_train_epoch(update: Callable, steps_per_epoch: int, batch_size: int):
-  """One epoch of `update`: ``train_epoch(state, epoch, data) -> (state,
-  {})``.
-
-  Splits the state's key, shuffles the ``data["x_train"].shape[0]`` examples
-  with the new sub-key and scans `update` over `steps_per_epoch` minibatches
-  of `batch_size` (the remainder is dropped). The key is carried in the
-  state, so the order is a function of the seed and the epoch (and a
-  checkpoint holds it). Cached by its arguments.
-  """
-
-  def train_epoch(state: TrainState, epoch, data: Mapping[str, jax.Array]):
-    del epoch  # the order comes from the carried key
-    x, y = data["x_train"], data["y_train"]
-    key, sub = jax.random.split(state.key)
-    order = jax.random.permutation(sub, x.shape[0])
-    idx = order[:steps_per_epoch * batch_size].reshape(
-        steps_per_epoch, batch_size)
-    state, _ = jax.lax.scan(update, state._replace(key=key),
-                            (x[idx], y[idx]))
-    return state, {}
-
-  return train_epoch
 
 
 def metrics(graphdef: nnx.GraphDef, params: nnx.State, x: jax.Array,
@@ -140,25 +105,16 @@ def entry(epoch_metrics: Any, evals: Mapping[str, float]) -> dict[str, Any]:
 
 def init_state(cfg: config_lib.MnistConfig, in_features: int,
                ctx: harness.Context = harness.Context()):
-  """The model's graph definition and the initial :class:`TrainState`.
-
-  ``split(key(seed))`` gives the initialization key and the shuffle key;
-  the params are placed by `ctx` before the optimizer state is made.
-  """
-  init_key, shuffle_key = jax.random.split(jax.random.key(cfg.seed))
+  """The model's graph definition and the initial :class:`TrainState`
+  (:func:`settings.seed_keys`); the params are placed by `ctx` before the
+  optimizer state is made."""
+  init_key, shuffle_key = settings.seed_keys(cfg.seed)
   model = MLP(in_features, cfg.hidden, NUM_CLASSES,
               init_scale=cfg.init_scale, rngs=nnx.Rngs(params=init_key))
   graphdef, params = nnx.split(model, nnx.Param)
   params = ctx.place_params(params)
-  tx = make_optimizer(cfg)
-  return graphdef, TrainState(params, tx.init(params), shuffle_key)
-
-
-def _reached_target(history: list[dict[str, Any]]) -> bool:
-  """Whether the newest evaluation after training reached 95% test accuracy
-  (the step-0 evaluation does not stop a run)."""
-  last = history[-1]
-  return last["step"] > 0 and last["val_acc"] >= config_lib.THRESHOLD
+  return graphdef, TrainState(params, make_optimizer(cfg).init(params),
+                              shuffle_key)
 
 
 def build(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
@@ -177,7 +133,6 @@ def build(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
       "x_test": jnp.asarray(subset.x_test),
       "y_test": jnp.asarray(subset.y_test)})
   graphdef, state = init_state(cfg, subset.x_train.shape[1], ctx)
-  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
   spe = cfg.steps_per_epoch
   update = make_update(graphdef, make_optimizer(cfg), ctx.shard_batch)
   return harness.Program(
@@ -187,5 +142,7 @@ def build(cfg: config_lib.MnistConfig, dataset: data_lib.Dataset,
       total_epochs=cfg.max_steps // spe, steps_per_epoch=spe,
       epochs_per_eval=cfg.eval_every // spe, evals_per_chunk=1,
       initial_eval=True,
-      should_stop=_reached_target if cfg.stop_at_target else None,
-      info={"n_params": n_params})
+      should_stop=(functools.partial(settings.reached, "val_acc",
+                                     config_lib.THRESHOLD)
+                   if cfg.stop_at_target else None),
+      info={"n_params": settings.count_params(state.params)})

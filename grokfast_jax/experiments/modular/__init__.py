@@ -4,7 +4,6 @@ A small transformer learns ``x op y mod p`` from half of all equations and
 groks (validation accuracy jumps to ~100%) long after fitting the training
 half; Grokfast's gradient filters shorten that delay.
 
-Modules: `config` (settings and paper defaults), `data` (equations and split),
-`model` (the Flax NNX transformer), `train` (jitted training loop and the
-``grokfast-jax modular`` / ``grokfast-jax compare`` commands).
+Modules: `config`, `recipes`, `data`, `model`, `optimizers` and `task` (the
+harness `TASK` of ``grokfast-jax modular`` / ``compare``).
 """

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import Any, Mapping, Optional, Sequence
 
+from grokfast_jax.experiments import settings
 from grokfast_jax.experiments.harness import option
 
 FILTERS = ("none", "ema", "ma", "iir")
@@ -77,26 +78,18 @@ class ModularConfig:
     warmup_steps: the learning rate is ``lr * min(update / warmup_steps, 1)``
       with ``update = 0`` for the first update.
     depth, width, heads, mlp_ratio: transformer shape.
-    mesh: "none" (one device), "dp" (data parallel: params replicated, each
-      batch split over the devices) or "fsdp" (params, optimizer and filter
-      state split over the devices too).
-    devices: how many devices the mesh uses; 0 for all of them.
-    optimizer: "adam" (the paper's), "adamw" (``optax.adamw``), "lion"
-      (``optax.lion``) or "muon" (``optax.contrib.muon`` on the blocks'
-      kernels, its AdamW fallback on the rest; see
-      :func:`~grokfast_jax.experiments.modular.optimizers.make_optimizer`).
+    mesh, devices: "none" (one device), "dp" (params replicated, batches
+      split) or "fsdp" (params and optimizer state split too), over
+      `devices` devices (0: all).
+    optimizer: "adam" (the paper's), "adamw", "lion" or "muon" (see
+      :mod:`~grokfast_jax.experiments.modular.optimizers`).
     orthograd: apply ⊥Grad to the raw gradient, before the filter.
     loss: "ce" (softmax cross-entropy) or "stablemax" (StableMax
       cross-entropy), for training and the validation loss alike.
-    max_weight_norm: keep every constrained weight row's norm <= this (the
-      blocks' Linear kernels; see `weight_norm_axis`), projecting the
-      initial params and each update; None: off.
-    weight_norm_axis: "row", "column" or "matrix" (see `WEIGHT_NORM_AXES`).
-    weight_norm_scope: "blocks" (the blocks' Linear kernels, projected
-      into the ball at init) or "all" (the Clip-to-Grok reference: every
-      leaf's rows set to norm `max_weight_norm` at init, and every leaf but
-      the token embeddings and the head clipped after each update; needs
-      `weight_norm_axis` "row").
+    max_weight_norm, weight_norm_axis, weight_norm_scope: bound the norm of
+      weight rows by `max_weight_norm` (None: off), measured as
+      `WEIGHT_NORM_AXES` says, on the leaves of `WEIGHT_NORM_SCOPES` ("all"
+      needs axis "row"; see the optimizers module).
     iir_order, iir_cutoff: the Butterworth low-pass of filter "iir" (cutoff
       as a fraction of the Nyquist frequency; the default 0.0064, 0.0032
       cycles a step, is the -3 dB point of EMA alpha 0.98).
@@ -185,7 +178,8 @@ class ModularConfig:
     for name, allowed in (("filter", FILTERS), ("optimizer", OPTIMIZERS),
                           ("loss", LOSSES),
                           ("weight_norm_axis", tuple(WEIGHT_NORM_AXES)),
-                          ("weight_norm_scope", WEIGHT_NORM_SCOPES)):
+                          ("weight_norm_scope", WEIGHT_NORM_SCOPES),
+                          ("mesh", MESHES)):
       if getattr(self, name) not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got "
                          f"{getattr(self, name)!r}")
@@ -226,8 +220,6 @@ class ModularConfig:
           f"weight_decay must be >= 0, got {self.weight_decay!r}")
     if not 0 < self.target <= 1:
       raise ValueError(f"target must be in (0, 1], got {self.target!r}")
-    if self.mesh not in MESHES:
-      raise ValueError(f"mesh must be one of {MESHES}, got {self.mesh!r}")
     if not isinstance(self.devices, int) or self.devices < 0:
       raise ValueError(
           f"devices must be an int >= 0 (0: all), got {self.devices!r}")
@@ -274,19 +266,14 @@ def checkpoint_settings(cfg: ModularConfig) -> dict[str, Any]:
   return d
 
 
-def paper_config(filter: str = "none", *, alpha: Optional[float] = None,
-                 lamb: Optional[float] = None,
-                 window_size: Optional[int] = None,
-                 weight_decay: Optional[float] = None,
-                 **overrides) -> ModularConfig:
+def paper_config(filter: str = "none", **overrides: Any) -> ModularConfig:
   """A :class:`ModularConfig` with the paper's defaults for `filter`.
 
   Args:
     filter: "none", "ema", "ma" or "iir".
-    alpha, lamb, window_size, weight_decay: overrides; None keeps the paper's
+    **overrides: any :class:`ModularConfig` field; None keeps the paper's
       value for the filter (ema and iir: alpha 0.98, lamb 2, wd 0.005; ma:
-      window 100, lamb 5, wd 0.01; none: wd 0).
-    **overrides: any other :class:`ModularConfig` field.
+      window 100, lamb 5, wd 0.01; none: wd 0) or the field's default.
 
   Returns:
     The config.
@@ -295,12 +282,5 @@ def paper_config(filter: str = "none", *, alpha: Optional[float] = None,
     >>> paper_config("ema", seed=1).weight_decay
     0.005
   """
-  if filter not in FILTERS:
-    raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
-  d = dict(PAPER_DEFAULTS[filter])
-  for name, value in (("alpha", alpha), ("lamb", lamb),
-                      ("window_size", window_size),
-                      ("weight_decay", weight_decay)):
-    if value is not None:
-      d[name] = value
-  return ModularConfig(filter=filter, **d, **overrides)
+  return settings.config_with_defaults(ModularConfig, FILTERS,
+                                       PAPER_DEFAULTS, filter, overrides)

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from grokfast_jax.experiments.mnist.model import torch_linear_init
+
 LN_EPS = 1e-5
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -48,16 +50,6 @@ def _gelu_jvp(primals, tangents):
   cdf = 0.5 + 0.5 * jax.lax.erf(x * _SQRT_HALF)
   pdf = jnp.exp(-0.5 * x * x) * _INV_SQRT_2PI
   return x * cdf, (cdf + x * pdf) * t
-
-
-def torch_linear_init(fan_in: int):
-  """Initializer drawing ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (any shape)."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
 
 
 def linear(d_in: int, d_out: int, rngs: nnx.Rngs, *, use_bias: bool = True,

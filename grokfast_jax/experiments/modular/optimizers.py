@@ -11,49 +11,35 @@
       masked(constrain_weight_norm(c, axis)),  # max_weight_norm: last
   )
 
-Parts that are off are left out rather than replaced by identities, so the
-default chain and its state tree are exactly those of earlier versions,
-``chain(filter, add_decayed_weights(wd), scale_by_adam(b1, b2, eps),
-scale_by_learning_rate(schedule))`` (the paper's Adam with coupled L2, the
+Parts that are off are left out, so the default chain and its state tree are
+exactly those of earlier versions (the paper's Adam with coupled L2, the
 filter on the raw loss gradient), and their checkpoints still resume.
 
-Optimizers (all Optax's own, each given the warm-up schedule of
-:func:`lr_schedule`):
+Optimizers (Optax's own, each given the warm-up of :func:`lr_schedule`):
+``adam`` is ``scale_by_adam`` + ``scale_by_learning_rate`` with coupled L2
+before it (``decoupled_wd``: after); ``adamw`` and ``lion`` are
+``optax.adamw`` / ``optax.lion``; ``muon`` is ``optax.contrib.muon`` on the
+Linear kernels of the transformer blocks (attention qkv and output, MLP fc1
+and fc2) and its AdamW fallback (betas ``beta1, beta2``) on everything else
+(embeddings, head, biases, LayerNorms), as modded-nanogpt keeps embeddings
+and head on Adam; its momentum is Optax's 0.95 (Nesterov), and
+``consistent_rms=0.2`` scales its updates to AdamW's typical RMS so that one
+learning rate serves both halves. Weight decay is decoupled on both.
 
-- ``adam``: ``scale_by_adam`` + ``scale_by_learning_rate`` (what
-  ``optax.adam`` chains) with coupled L2 before it (``decoupled_wd``: after);
-- ``adamw``: ``optax.adamw(schedule, beta1, beta2, eps, weight_decay)``;
-- ``lion``: ``optax.lion(schedule, beta1, beta2, weight_decay)``;
-- ``muon``: ``optax.contrib.muon`` on the Linear kernels of the transformer
-  blocks (attention qkv and output, MLP fc1 and fc2); everything else (token
-  and position embeddings, the output head, biases and LayerNorm
-  parameters) goes to Muon's built-in AdamW fallback (betas ``beta1,
-  beta2``), as modded-nanogpt keeps embeddings and head on Adam. Muon's
-  momentum is Optax's 0.95 (Nesterov), and ``consistent_rms=0.2`` scales
-  its orthogonalized updates to AdamW's typical RMS so that one learning
-  rate serves both halves. Weight decay is decoupled on both.
-
-Weight norm (``max_weight_norm``): the constrained leaves are the same Linear
-kernels of the blocks (:func:`constrained_leaves`); the embeddings and the
-head are left free, as the Clip-to-Grok reference leaves its token
-embeddings and head unclipped (the position embeddings, N(0, 1) with row
-norms near sqrt(width), are left too), and biases and LayerNorm scales and
-biases (vectors, no rows) are never constrained. Flax kernels are
-``[in, out]``, so "row" (a PyTorch weight row: the incoming weights of one
-output unit) is the norm over axis 0. The initial params are projected into
-the ball (:func:`initial_params`, which only scales rows down: rows already
-inside keep their initialization) and every update is projected by
-``constrain_weight_norm``, last in the chain.
-
-With ``weight_norm_scope="all"`` the bound is the Clip-to-Grok reference's
-instead (its ``project_to_sphere`` and ``clip_weight_norms``, restated
-for Flax's layouts): at init every leaf's PyTorch rows are scaled to norm
+Weight norm (``max_weight_norm``) constrains the same block kernels
+(:func:`constrained_leaves`), leaving the token and position embeddings and
+the head free as the Clip-to-Grok reference does (biases and LayerNorm
+parameters, vectors, are never constrained). Flax kernels are ``[in, out]``,
+so "row" (a PyTorch weight row, one output unit's incoming weights) is the
+norm over axis 0. The initial params are projected into the ball
+(:func:`initial_params` only scales rows down) and every update is projected,
+last in the chain. With ``weight_norm_scope="all"`` the bound is the
+Clip-to-Grok reference's instead (its ``project_to_sphere`` and
+``clip_weight_norms``): at init every leaf's PyTorch rows are scaled to norm
 exactly ``max_weight_norm`` (up or down; all-zero rows stay zero), and after
-each update every leaf except the token embeddings and the head is clipped.
-A PyTorch row is the norm over the last axis of a PyTorch tensor: axis 0 of
-a Flax ``[in, out]`` kernel (the head's too), axis 1 of an ``[n, width]``
-embedding, and the whole vector of a bias or a LayerNorm scale or bias
-(:func:`row_axis`).
+each update every leaf but the token embeddings and the head is clipped; a
+PyTorch row is axis 0 of a Flax kernel, axis 1 of an embedding and the whole
+of a vector (:func:`row_axis`).
 """
 
 from __future__ import annotations
@@ -66,6 +52,7 @@ import numpy as np
 import optax
 
 import grokfast_jax as gj
+from grokfast_jax.experiments import settings
 from grokfast_jax.experiments.modular import config as config_lib
 
 ModularConfig = config_lib.ModularConfig
@@ -86,14 +73,12 @@ def lr_schedule(cfg: ModularConfig) -> optax.Schedule:
 
 def grad_filter(cfg: ModularConfig) -> optax.GradientTransformation:
   """The Grokfast filter of `cfg` (identity for "none")."""
-  if cfg.filter == "ema":
-    return gj.grokfast_ema(alpha=cfg.alpha, lamb=cfg.lamb)
-  if cfg.filter == "ma":
-    return gj.grokfast_ma(window_size=cfg.window_size, lamb=cfg.lamb)
   if cfg.filter == "iir":
     b, a = gj.butterworth(cfg.iir_order, cfg.iir_cutoff)
     return gj.grokfast_iir(tuple(b), tuple(a), lamb=cfg.lamb)
-  return optax.identity()
+  return settings.grokfast_filter(
+      cfg.filter, alpha=cfg.alpha, lamb=cfg.lamb,
+      window_size=cfg.window_size) or optax.identity()
 
 
 def filter_coefficients(

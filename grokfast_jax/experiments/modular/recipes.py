@@ -19,32 +19,13 @@ the recipe's, or "ema" for ``modular``; each listed filter for
    norm) still applies;
 3. the explicit flags.
 
-The table, :data:`RECIPES`:
-
-=============  ===============================================================
-paper-ema      Grokfast-EMA, the paper's: alpha 0.98, lamb 2, Adam
-               (0.9, 0.98) lr 1e-3, coupled L2 0.005.
-paper-ma       Grokfast-MA, the paper's: window 100, lamb 5, coupled L2 0.01.
-lion-clip      The Clip-to-Grok competitor (NiftyliuS/cliptogrok): Lion lr
-               1e-3, betas (0.9, 0.97), no weight decay, no filter; as its
-               reference, every leaf's rows set to norm 2.0 at init and
-               every leaf but the token embeddings and the head clipped to
-               row norm 2.0 after each update (``weight_norm_scope``
-               "all").
-orthograd      ⊥Grad alone: the paper's baseline (Adam, no filter, no weight
-               decay) with ⊥Grad on the raw gradient.
-stablemax      StableMax cross-entropy alone, on the baseline.
-weight-norm    Weight rows bounded by 2.0 alone, on the baseline (Adam).
-iir            Grokfast-IIR alone: order-2 Butterworth at EMA's -3 dB point
-               (cutoff 0.0064), lamb 2, the paper's EMA weight decay 0.005.
-muon           Muon alone (AdamW fallback off the blocks' kernels), baseline.
-fastest        The fastest recipe ``benchmarks/studies/fastest_grok.py``
-               found (stage 2, ten seeds): Muon lr 2e-2 (its AdamW fallback,
-               betas (0.9, 0.98), on embeddings, head, biases and
-               LayerNorms), no filter, no weight decay, and the Clip-to-Grok
-               weight-norm bound (every row at norm 2.0 at init, every leaf
-               but the token embeddings and the head clipped to 2.0).
-=============  ===============================================================
+The recipes, :data:`RECIPES` (each with a one-line summary and its
+settings): paper-ema and paper-ma (the paper's Grokfast runs), lion-clip (the
+Clip-to-Grok competitor, NiftyliuS/cliptogrok: Lion and its reference's
+weight-norm bound, ``weight_norm_scope`` "all"), orthograd, stablemax,
+weight-norm, iir and muon (each alone, on the paper's baseline) and fastest
+(what ``benchmarks/studies/fastest_grok.py`` found: Muon lr 2e-2 with the
+Clip-to-Grok bound, no filter, no weight decay).
 """
 
 from __future__ import annotations
@@ -141,14 +122,11 @@ def resolve(recipe: Optional[str] = None, filter: Optional[str] = None, *,
   settings = dict(RECIPES[recipe].settings) if recipe else {}
   own = settings.pop("filter", None)
   f = filter or own or default_filter
-  if f not in config_lib.FILTERS:
-    raise ValueError(f"filter must be one of {config_lib.FILTERS}, got {f!r}")
   if own is not None and f != own:
     for name in FILTER_FIELDS:
       settings.pop(name, None)
-  d = {**config_lib.PAPER_DEFAULTS[f], **settings,
-       **{k: v for k, v in overrides.items() if v is not None}}
-  return ModularConfig(filter=f, recipe=recipe, **d)
+  settings.update({k: v for k, v in overrides.items() if v is not None})
+  return config_lib.paper_config(f, recipe=recipe, **settings)
 
 
 # ------------------------------------------------------------ from flags

@@ -3,18 +3,12 @@
 One epoch is a reshuffle of the training split (the key is
 ``fold_in(fold_in(key(seed), 1), epoch)``) cut into batches of 512, the last
 partial batch padded to full size with a mask so that its loss and gradient
-equal the unpadded mean; the per-update function :func:`update` is a pure
-function of ``(state, batch)``. After each epoch the whole validation split
-is evaluated, so steps to a target come in multiples of the updates per
-epoch (10 for p=97 at 0.5).
-
-Optimizer (the reference's): ``optax.chain(filter, add_decayed_weights(wd),
-scale_by_adam(0.9, 0.98, 1e-8), scale_by_learning_rate(lr * min(t/10, 1)))``
--- the Grokfast filter sees the raw loss gradient, L2 weight decay is added
-after it (coupled, as ``torch.optim.Adam(weight_decay=...)``), and the first
-update has learning rate 0. The other optimizers, ⊥Grad, the weight-norm
-bound and the gradient recorder are in :mod:`.optimizers`; named recipes in
-:mod:`.recipes`.
+equal the unpadded mean; the per-update function is a pure function of
+``(state, batch)``. After each epoch the whole validation split is
+evaluated, so steps to a target come in multiples of the updates per epoch
+(10 for p=97 at 0.5). The optimizer (by default the reference's Adam with
+coupled L2, the filter on the raw gradient, learning rate 0 at the first
+update) is in :mod:`.optimizers`; named recipes in :mod:`.recipes`.
 """
 
 from __future__ import annotations
@@ -30,7 +24,8 @@ import optax
 from flax import nnx
 
 import grokfast_jax as gj
-from grokfast_jax.experiments import common, harness
+from grokfast_jax.experiments import common, harness, settings
+from grokfast_jax.experiments.harness import report
 from grokfast_jax.experiments.modular import config as config_lib
 from grokfast_jax.experiments.modular import data as data_lib
 from grokfast_jax.experiments.modular import optimizers, recipes
@@ -81,11 +76,8 @@ def init_model(cfg: ModularConfig) -> tuple[Any, Any]:
                        mlp_ratio=cfg.mlp_ratio, rngs=nnx.Rngs(cfg.seed))
 
   graphdef, _ = nnx.split(nnx.eval_shape(create), nnx.Param)
-  lowered = jax.jit(lambda: nnx.split(create(), nnx.Param)[1]).lower()
-  # Optimizing this run-once graph costs more than it saves.
-  params = lowered.compile(
-      compiler_options={"xla_backend_optimization_level": 0})()
-  return graphdef, params
+  return graphdef, settings.compile_o0(
+      lambda: nnx.split(create(), nnx.Param)[1])()
 
 
 def epoch_batches(key: jax.Array, n: int,
@@ -217,9 +209,8 @@ def summarize(cfg: ModularConfig, data: Any,
   return out
 
 
-def run_label(filter: str) -> str:
-  """Display name of a filter's run: baseline, grokfast-ema, grokfast-ma."""
-  return "baseline" if filter == "none" else f"grokfast-{filter}"
+# Display name of a filter's run: baseline, grokfast-ema, grokfast-ma...
+run_label = settings.run_name
 
 
 def describe(result: Mapping[str, Any]) -> str:
@@ -229,8 +220,8 @@ def describe(result: Mapping[str, Any]) -> str:
   final = result["final"]
   if step is not None:
     return (f"{label} reached 95% val acc at step {step:,} ({sec:.0f} s, "
-            f"compile included); final val acc {final['val_acc']:.3f} at "
-            f"step {final['step']:,}")
+            "compile included); " + report.figure(
+                "final val acc", final["val_acc"], final["step"]))
   return (f"{label} had not reached 95% val acc after {final['step']:,} "
           f"steps (final val acc {final['val_acc']:.3f}, train acc "
           f"{final['train_acc']:.3f})")
@@ -264,9 +255,8 @@ def plan_compare(given: Mapping[str, Any]) -> list[tuple[str, str, Any]]:
 def summarize_compare(runs: Mapping[str, Mapping[str, Any]]
                       ) -> tuple[list[str], dict[str, Any]]:
   lines = [describe(r) for r in runs.values()]
-  summary = {label: {"steps_to_val_acc_95": r["steps_to_val_acc_95"],
-                     "seconds_to_val_acc_95": r["seconds_to_val_acc_95"],
-                     "final": r["final"]} for label, r in runs.items()}
+  summary = report.table(runs, ("steps_to_val_acc_95",
+                                "seconds_to_val_acc_95", "final"))
   return lines, {"task": "modular-compare", "summary": summary,
                  "summary_text": lines}
 

@@ -7,10 +7,7 @@ testing on the other 50 every epoch. Grokfast-EMA (alpha 0.9, lamb 1.0, weight
 decay 0.01) is compared with the baseline (weight decay 0) and with the weight
 decay alone.
 
-Modules: `config` (settings, whose fields are the flags, and the paper's
-defaults), `data` (CSV loading and RDKit featurization; RDKit is the ``chem``
-extra: ``pip install "grokfast_jax[chem]"``), `model` (padded graph batches,
-NNConv, the network), `training` (the pure update, epoch and evaluation, and
-the harness `Program` of a run) and `task` (the harness `TASK`: results,
-summary line and the ``grokfast-jax qm9`` / ``qm9-compare`` comparison).
+Modules: `config`, `data` (CSV and RDKit featurization, the ``chem`` extra:
+``pip install "grokfast_jax[chem]"``), `model`, `training` (the run's
+harness `Program`) and `task` (the harness `TASK`).
 """

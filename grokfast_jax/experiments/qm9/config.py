@@ -28,7 +28,6 @@ FILTERS = settings.GROKFAST_FILTERS
 # ambiguous; see the module docstring).
 PAPER_LOWEST_VAL_LOSS = {"baseline": 0.00659, "grokfast": 0.00348}
 README_WEIGHT_DECAY = 0.01
-COMPARE_FILTERS = ("ema", "ma")
 
 # Per-filter defaults. "none" is the reference script's default (weight decay
 # 0); "ema" is the README's Grokfast-EMA with its weight decay. The paper has
@@ -47,12 +46,8 @@ class Qm9Config(settings.FilterSettingsMixin):
   """One training run of the QM9 polarizability experiment.
 
   Attributes:
-    filter: gradient filter in front of AdamW: "none", "ema" or "ma".
-    alpha: Grokfast-EMA momentum in [0, 1) (used by "ema").
-    lamb: Grokfast amplification, >= 0 (used by "ema" and "ma").
-    window_size: Grokfast-MA window, >= 1 (used by "ma").
-    weight_decay: AdamW decoupled weight decay, >= 0.
-    lr: AdamW learning rate, > 0.
+    filter, alpha, lamb, window_size, weight_decay, lr: the Grokfast filter
+      in front of AdamW (see :class:`settings.FilterSettingsMixin`).
     init_scale: factor applied to every initial parameter, > 0.
     size: molecules used, the first `size` characterized rows of the CSV,
       >= 2; a random half (`size // 2`, chosen by `seed`) trains, the rest
@@ -111,13 +106,7 @@ class Qm9Config(settings.FilterSettingsMixin):
   requested_steps: Optional[int] = option(None, cli=False)
 
   def __post_init__(self) -> None:
-    """Validates the settings: the filter's and AdamW's
-    (:func:`settings.check_optimizer_settings`), then the initialization, the
-    molecules, the batch and the epoch counts.
-
-    Raises:
-      ValueError: naming the first argument out of its allowed range.
-    """
+    """Validates the settings (a ValueError names the first out of range)."""
     settings.check_optimizer_settings(self, FILTERS)
     check = settings.check
     check("init_scale", self.init_scale, self.init_scale > 0, "> 0")
@@ -190,10 +179,8 @@ def epochs_from_steps(max_steps: int, updates_per_epoch: int) -> int:
 
 def paper_config(filter: str = "ema",
                  **overrides: Optional[Any]) -> Qm9Config:
-  """:data:`PAPER_DEFAULTS` for `filter`, then the `overrides` that are not
-  None, as a validated :class:`Qm9Config` (see
-  :func:`settings.config_with_defaults`: options not given on the command line
-  keep the paper's setting for the chosen filter).
+  """:func:`settings.config_with_defaults` of :data:`PAPER_DEFAULTS`: options
+  not given (None) keep the paper's setting for the chosen filter.
 
   Example:
     >>> paper_config("none").weight_decay
@@ -202,14 +189,14 @@ def paper_config(filter: str = "ema",
     1.0
   """
   return settings.config_with_defaults(Qm9Config, FILTERS, PAPER_DEFAULTS,
-                                     filter, overrides)
+                                       filter, overrides)
 
 
 def make_config(given: Mapping[str, Any]) -> Qm9Config:
   """The config of one run from the flags `given` (field -> value, absent
-  when not given): :func:`paper_config` of the given filter (default "ema";
-  with "none" the filter knobs are ignored) updated by the other values; a
-  given ``max_steps`` (``--max-steps``) becomes whole epochs.
+  when not given): :func:`settings.config_from_flags` of the paper's
+  defaults (with "none" the filter knobs are ignored); a given
+  ``max_steps`` (``--max-steps``) becomes whole epochs.
 
   Raises:
     ValueError: a bad setting, or both ``epochs`` and ``max_steps``.
@@ -219,40 +206,12 @@ def make_config(given: Mapping[str, Any]) -> Qm9Config:
     3
   """
   given = dict(given)
-  filter = given.pop("filter", "ema")
   steps = given.pop("max_steps", None)
-  if filter == "none":
-    for knob in ("alpha", "lamb", "window_size"):
-      given.pop(knob, None)
   if steps is not None and given.get("epochs") is not None:
     raise ValueError("give --epochs or --max-steps, not both")
-  cfg = paper_config(filter, **given)
+  cfg = settings.config_from_flags(Qm9Config, FILTERS, PAPER_DEFAULTS, given)
   if steps is None:
     return cfg
   return dataclasses.replace(
       cfg, epochs=epochs_from_steps(steps, cfg.updates_per_epoch),
       requested_steps=steps)
-
-
-def compare_configs(given: Mapping[str, Any]) -> list[Qm9Config]:
-  """The three configs of ``qm9-compare``: baseline (no filter, weight
-  decay 0), weight-decay control (no filter, the given weight decay or the
-  README's 0.01) and Grokfast (the given filter, default "ema", with its
-  README settings or the given ones); the other flags apply to all three.
-
-  Raises:
-    ValueError: a bad setting, or a filter other than "ema" or "ma".
-  """
-  given = dict(given)
-  filter = given.get("filter", "ema")
-  if filter not in COMPARE_FILTERS:
-    raise ValueError(f"filter must be one of {COMPARE_FILTERS} (the Grokfast "
-                     f"run of the comparison), got {filter!r}")
-  grokfast = make_config(given)
-  common = {k: v for k, v in given.items()
-            if k not in ("filter", "alpha", "lamb", "window_size",
-                         "weight_decay")}
-  baseline = make_config({**common, "filter": "none", "weight_decay": 0.0})
-  control = make_config({**common, "filter": "none", "weight_decay":
-                         given.get("weight_decay", README_WEIGHT_DECAY)})
-  return [baseline, control, grokfast]

@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grokfast_jax.experiments.mnist.model import torch_linear_init
+from grokfast_jax.experiments.mnist.model import (torch_linear,
+                                                   torch_linear_init)
 from grokfast_jax.experiments.qm9 import data as data_lib
 
 EDGE_HIDDEN = 32
@@ -166,12 +167,6 @@ def full_batch(molecules) -> GraphBatch:
       graph_mask=np.ones(n_graphs, np.float32))
 
 
-def _uniform(bound: float):
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
 class NNConv(nnx.Module):
   """PyG's edge-conditioned convolution ``NNConv`` with ``aggr="add"``.
 
@@ -195,11 +190,10 @@ class NNConv(nnx.Module):
       rngs: random streams for the initialization.
     """
     self.in_channels, self.out_channels = in_channels, out_channels
-    self.edge_in = _torch_linear(edge_features, edge_hidden, init_scale, rngs)
-    self.edge_out = _torch_linear(edge_hidden, in_channels * out_channels,
-                                  init_scale, rngs)
-    bound = init_scale / in_channels ** 0.5
-    self.root = nnx.Param(_uniform(bound)(
+    self.edge_in = torch_linear(edge_features, edge_hidden, init_scale, rngs)
+    self.edge_out = torch_linear(edge_hidden, in_channels * out_channels,
+                                 init_scale, rngs)
+    self.root = nnx.Param(torch_linear_init(in_channels, init_scale)(
         rngs.params(), (in_channels, out_channels)))
     # PyG initializes the bias to zero; scaling keeps it zero.
     self.bias = nnx.Param(jnp.zeros((out_channels,)) * init_scale)
@@ -301,8 +295,8 @@ class Qm9Net(nnx.Module):
                         init_scale=init_scale, rngs=rngs)
     self.conv2 = NNConv(h1, h2, edge_features, init_scale=init_scale,
                         rngs=rngs)
-    self.head1 = _torch_linear(h2, head_hidden, init_scale, rngs)
-    self.head2 = _torch_linear(head_hidden, 1, init_scale, rngs)
+    self.head1 = torch_linear(h2, head_hidden, init_scale, rngs)
+    self.head2 = torch_linear(head_hidden, 1, init_scale, rngs)
 
   def __call__(self, batch: GraphBatch, *, per_edge: bool = False
                ) -> jax.Array:
@@ -338,10 +332,3 @@ def masked_mse(predictions: jax.Array, batch: GraphBatch) -> jax.Array:
   """MSE over the batch's real graphs (mean over molecules)."""
   err = (predictions - batch.y) ** 2 * batch.graph_mask
   return jnp.sum(err) / jnp.maximum(jnp.sum(batch.graph_mask), 1.0)
-
-
-def _torch_linear(fan_in: int, fan_out: int, scale: float,
-                  rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(fan_in, fan_out,
-                    kernel_init=torch_linear_init(fan_in, scale),
-                    bias_init=torch_linear_init(fan_in, scale), rngs=rngs)

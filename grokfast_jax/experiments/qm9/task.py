@@ -1,10 +1,5 @@
 """The QM9 polarizability experiment as a harness task: ``grokfast-jax qm9``
-and ``qm9-compare``.
-
-The harness trains the :class:`~grokfast_jax.experiments.harness.Program` of
-:func:`training.build` (jitted chunks of `chunk_epochs` epochs, the test MSE
-after every epoch); this module loads the molecules, summarizes a run and
-compares three runs::
+and ``qm9-compare``::
 
   grokfast-jax qm9 --data qm9_first138.csv --filter ema --out runs/qm9-ema
   grokfast-jax qm9-compare --data qm9_first138.csv --out runs/qm9-compare
@@ -17,21 +12,21 @@ curves, float32) and curves.png.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from grokfast_jax.experiments import harness
+from grokfast_jax.experiments import settings
+from grokfast_jax.experiments.harness import report
 from grokfast_jax.experiments.qm9 import config as config_lib
 from grokfast_jax.experiments.qm9 import data as data_lib
 from grokfast_jax.experiments.qm9 import training
 
 EXPERIMENT = "qm9-polarizability"
 LOSSES_FILE = "losses.npz"
-# Settings that say how long to run, not what is trained: a resume may
-# change them.
-_LENGTH = ("epochs", "max_steps", "stop_at_target", "target_mse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,9 +48,8 @@ def load_data(cfg: config_lib.Qm9Config) -> Molecules:
   Raises:
     ValueError: no `data` given, or the CSV is missing or malformed.
   """
-  if cfg.data is None:
-    raise ValueError("--data is required: the QM9 CSV to read (columns "
-                     "gdb_id, smiles, alpha, uncharacterized)")
+  settings.require_data(cfg, "the QM9 CSV to read (columns gdb_id, smiles, "
+                        "alpha, uncharacterized)")
   molecules = data_lib.load_molecules(cfg.data, size=cfg.size)
   return Molecules(molecules, data_lib.describe_source(cfg.data, molecules))
 
@@ -108,18 +102,15 @@ def summarize(cfg: config_lib.Qm9Config, data: Any,
                "train_loss": float(train_curve[e - 1]),
                "val_loss": float(val_curve[e - 1]),
                "seconds": float(seconds[e])} for e in sorted(keep) if e > 0]
-  optimizer = ("adamw" if cfg.filter == "none"
-               else f"grokfast_{cfg.filter} -> adamw")
   info = facts["info"]
   steady, steady_epochs = (facts.get("seconds_steady"),
                            facts.get("epochs_steady"))
   target_epoch = _first(val_curve <= cfg.target_mse)
   return {
       "experiment": EXPERIMENT,
-      "run": facts.get("label") or cfg.run_name,
-      "label": cfg.label,
+      **report.names(cfg, facts),
       "settings": cfg.to_dict(),
-      "optimizer": optimizer,
+      "optimizer": report.optimizer_name(cfg.filter),
       "loss": "mse of alpha (mean over molecules)",
       "target": "alpha, isotropic polarizability (bohr^3), not normalized",
       "split": ("numpy default_rng(seed).permutation; first size // 2 train, "
@@ -154,13 +145,12 @@ def describe(results: Mapping[str, Any]) -> str:
     ...           "final_epoch": 50000, "total_seconds": 210.2})
     'grokfast-ema (alpha 0.9, lamb 1, wd 0.01): lowest val MSE 0.0412 at epoch 31,200 (50,000 epochs, 210 s)'
   """
-  name = f"{results['run']} ({results['label']})"
   tail = (f"({results['final_epoch']:,} epochs, "
           f"{results['total_seconds']:.0f} s)")
-  if results["min_val_loss"] is None:
-    return f"{name}: no finite val MSE {tail}"
-  return (f"{name}: lowest val MSE {results['min_val_loss']:.4g} at epoch "
-          f"{results['min_val_epoch']:,} {tail}")
+  lowest = ("no finite val MSE" if results["min_val_loss"] is None else
+            report.figure("lowest val MSE", results["min_val_loss"],
+                          results["min_val_epoch"], ".4g", "epoch"))
+  return f"{report.headline(results)}: {lowest} {tail}"
 
 
 def compare_line(reference: Mapping[str, Any],
@@ -176,13 +166,10 @@ def compare_line(reference: Mapping[str, Any],
           f"{reference['min_val_epoch']:,}), ratio {ratio}")
 
 
-def plan_compare(given: Mapping[str, Any]):
-  """``qm9-compare``: baseline, weight-decay control and Grokfast, in this
-  order, on the same data and seed (see :func:`config_lib.compare_configs`)."""
-  baseline, control, grokfast = config_lib.compare_configs(given)
-  return [("baseline", "baseline", baseline),
-          ("weight-decay", "weight-decay", control),
-          (grokfast.run_name, grokfast.run_name, grokfast)]
+# ``plan_compare(given)``: baseline (weight decay 0), weight-decay control
+# and Grokfast (the given weight decay, else the README's 0.01).
+plan_compare = functools.partial(report.plan_compare,
+                                 make_config=config_lib.make_config)
 
 
 def summarize_compare(runs: Mapping[str, Mapping[str, Any]]):
@@ -192,11 +179,9 @@ def summarize_compare(runs: Mapping[str, Mapping[str, Any]]):
   names = list(runs)
   grok = runs[names[-1]]
   verdicts = [compare_line(runs[name], grok) for name in names[:-1]]
-  summary = {name: {k: r[k] for k in ("label", "min_val_loss",
-                                      "min_val_epoch", "final_val_loss",
-                                      "total_seconds",
-                                      "seconds_per_1000_epochs")}
-             for name, r in runs.items()}
+  summary = report.table(runs, (
+      "label", "min_val_loss", "min_val_epoch", "final_val_loss",
+      "total_seconds", "seconds_per_1000_epochs"))
   return verdicts, {
       "experiment": f"{EXPERIMENT}-compare",
       "data_source": grok["data_source"],
@@ -235,16 +220,14 @@ def announce(cfg: config_lib.Qm9Config, data: Molecules) -> list[str]:
 
 def title(cfg: config_lib.Qm9Config, what: str) -> str:
   """Plot title: the run (or runs, "a vs b") and the data split."""
-  head = what if " vs " in what else f"{what} ({cfg.label})"
-  return (f"QM9 polarizability: {head}\n"
-          f"{cfg.n_train} train / {cfg.n_test} test molecules, seed "
-          f"{cfg.seed}")
+  return report.title(cfg, what, "QM9 polarizability", (
+      f"{cfg.n_train} train / {cfg.n_test} test molecules, seed {cfg.seed}"))
 
 
-def checkpoint_settings(cfg: config_lib.Qm9Config) -> dict[str, Any]:
-  """What a resume must share with its checkpoint: every setting but the
-  run's length and its early stop."""
-  return {k: v for k, v in cfg.to_dict().items() if k not in _LENGTH}
+# What a resume must share with its checkpoint: every setting but the run's
+# length and its early stop (a resume may change them).
+checkpoint_settings = report.settings_but("epochs", "max_steps",
+                                          "stop_at_target", "target_mse")
 
 
 TASK = harness.Task(
@@ -261,21 +244,13 @@ TASK = harness.Task(
     "reference lacks) and Grokfast (--filter ema or ma, wd 0.01); --alpha, "
     "--lamb and --window-size apply to the Grokfast run, --weight-decay to "
     "it and to the control.",
-    config_class=config_lib.Qm9Config,
-    make_config=config_lib.make_config,
-    load_data=load_data,
-    build=build,
-    summarize=summarize,
-    describe=describe,
-    plan_compare=plan_compare,
-    summarize_compare=summarize_compare,
-    title=title,
-    plots=(("curves.png", "loss", "MSE (bohr^6)", True),),
-    default_out="runs/qm9",
+    config_class=config_lib.Qm9Config, make_config=config_lib.make_config,
+    load_data=load_data, build=build, summarize=summarize, describe=describe,
+    plan_compare=plan_compare, summarize_compare=summarize_compare,
+    title=title, announce=announce, checkpoint_settings=checkpoint_settings,
+    extra_files=write_losses, default_out="runs/qm9",
     compare_out="runs/qm9-compare",
-    checkpoint_settings=checkpoint_settings,
-    extra_files=write_losses,
-    announce=announce,
+    plots=(("curves.png", "loss", "MSE (bohr^6)", True),),
     extra_flags=(harness.Flag(
         "--max-steps", "max_steps",
         help="optimizer updates, converted to whole epochs (rounded up; 2 "

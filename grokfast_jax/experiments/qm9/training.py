@@ -1,19 +1,12 @@
-"""The pure pieces of one QM9 run, as the experiment harness trains it.
-
-:func:`make_update` is one AdamW (behind the Grokfast filter) update of the
-network on one padded minibatch, ``update(state, batch) -> (state,
-metrics)``; :func:`make_train_epoch` reshuffles the training molecules with
-the state's key (split once an epoch), gathers each minibatch (the last,
-smaller one kept) into fixed-size padded buffers, sized for the largest
-possible minibatch so one compilation serves the whole run, and scans
-`update` over them; :func:`make_evaluate` computes the test MSE after every
-epoch. :func:`build` puts them together into the
-:class:`~grokfast_jax.experiments.harness.Program` of one run: the harness
-runs jitted chunks of `chunk_epochs` epochs, each epoch evaluated.
+"""The pure pieces of one QM9 run, as the experiment harness trains it: the
+update of one padded minibatch (:func:`make_update`), the epoch
+(:func:`make_train_epoch`), the test MSE after every epoch
+(:func:`make_evaluate`) and :func:`build`, the run's
+:class:`~grokfast_jax.experiments.harness.Program` (jitted chunks of
+`chunk_epochs` epochs).
 
 Per epoch the training loss is the reference's: each minibatch's loss (before
-its update) times its size, summed and divided by the training molecules. The
-validation loss is the MSE over the test molecules after the epoch.
+its update) times its size, summed and divided by the training molecules.
 """
 
 from __future__ import annotations
@@ -37,15 +30,9 @@ from grokfast_jax.experiments.qm9.model import (GraphBatch, Qm9Net,
 
 
 class TrainState(NamedTuple):
-  """What a jitted training chunk carries (and donates; a checkpoint holds).
-
-  Attributes:
-    params: the model's `nnx.Param` state.
-    opt_state: the optimizer state.
-    key: PRNG key for the epoch shuffles.
-    min_val_loss: the lowest test MSE after any epoch so far (+inf before
-      the first; non-finite losses are skipped), for `stop_at_target`.
-  """
+  """:class:`settings.TrainState` (params, opt_state, key) and
+  `min_val_loss`: the lowest test MSE after any epoch so far (+inf before
+  the first; non-finite losses are skipped), for `stop_at_target`."""
 
   params: nnx.State
   opt_state: optax.OptState
@@ -53,36 +40,12 @@ class TrainState(NamedTuple):
   min_val_loss: jax.Array
 
 
-def make_optimizer(cfg: config_lib.Qm9Config) -> optax.GradientTransformation:
-  """AdamW, behind the Grokfast filter the config names (if any):
-  :func:`settings.filtered_adamw` of its settings, so equal settings share one
-  (stateless) object and with it the compiled training function."""
-  return settings.filtered_adamw(cfg.filter, settings.filter_knobs(cfg), cfg.lr,
-                                 cfg.weight_decay)
-
-
-def batch_buffers(train_mols: Sequence[data_lib.Molecule],
-                  batch_size: int) -> tuple[int, int]:
-  """Node and edge buffers that fit any minibatch of `train_mols`.
-
-  Every minibatch of an epoch, the last, smaller one included, uses these
-  buffers, so one compiled step serves them all. (Giving the last batch
-  smaller buffers saves about 15% of the run time but doubles the
-  compilation time.)
-
-  Returns:
-    ``(max_nodes, max_edges)``.
-  """
-  return data_lib.batch_capacity(train_mols, batch_size)
-
-
-def _identity(x: Any) -> Any:
-  return x
+make_optimizer = settings.make_optimizer
 
 
 @functools.lru_cache(maxsize=32)
 def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                shard_batch: Callable[[Any], Any] = _identity):
+                shard_batch: Callable[[Any], Any] = settings.identity):
   """The pure update of one padded minibatch.
 
   Args:
@@ -118,15 +81,10 @@ def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
 def make_train_epoch(update: Callable, n_train: int, batch_size: int,
                      buffers: tuple[int, int]):
   """One epoch of `update`: ``train_epoch(state, epoch, data) -> (state,
-  {"train_loss"})``.
-
-  Splits the state's key, permutes the `n_train` molecules of
-  ``data["train"]`` (a :class:`data_lib.PackedGraphs`) with the new sub-key
-  and scans `update` over the minibatches of `batch_size` (the last holds
-  the remainder, its empty slots padding), each gathered into `buffers`
-  (``(max_nodes, max_edges)``, from :func:`batch_buffers`). The key is
-  carried in the state, so the order is a function of the seed and the
-  epoch (and a checkpoint holds it). Cached by its arguments.
+  {"train_loss"})``, as :func:`settings.shuffled_epoch` but over the
+  `n_train` molecules of ``data["train"]`` (a :class:`data_lib.PackedGraphs`)
+  with the last, smaller minibatch kept (its empty slots padding), each
+  gathered into `buffers` (``(max_nodes, max_edges)``). Cached.
   """
   updates = -(-n_train // batch_size)
   padding = updates * batch_size - n_train
@@ -197,12 +155,9 @@ def history_epochs(epochs: int, log_every: int) -> list[int]:
 
 
 def init_params(init_scale: float, seed: int) -> tuple[nnx.GraphDef, Any]:
-  """The graphdef and initial params of :class:`Qm9Net` (``split(key(seed))``
-  gives the initialization key and the shuffle key).
-
-  Run as a jitted function compiled without optimization (and cached per
-  `init_scale`): the same draws as eager construction, without compiling
-  each initializer op on its own (seconds on CPU).
+  """The graphdef and initial params of :class:`Qm9Net`, from the first of
+  :func:`settings.seed_keys`, drawn by one function compiled without
+  optimization (:func:`settings.compile_o0`, cached per `init_scale`).
 
   Returns:
     ``(graphdef, params)`` as from ``nnx.split(model, nnx.Param)``.
@@ -215,9 +170,8 @@ def init_state(cfg: config_lib.Qm9Config,
                ctx: harness.Context = harness.Context(),
                ) -> tuple[nnx.GraphDef, TrainState]:
   """The model's graphdef and the initial :class:`TrainState` (seeded by
-  `cfg.seed`: one key initializes the model, the other shuffles); the params
-  are placed by `ctx` before the optimizer state is made (the harness
-  replicates the other leaves on the mesh)."""
+  `cfg.seed`); the params are placed by `ctx` before the optimizer state is
+  made."""
   graphdef, initializer = _param_initializer(cfg.init_scale)
   params, shuffle_key = initializer(cfg.seed)
   tx = make_optimizer(cfg)
@@ -230,40 +184,33 @@ def init_state(cfg: config_lib.Qm9Config,
                               jnp.asarray(jnp.inf, jnp.float32))
 
 
-def _compile_o0(fn, *args):
-  lowered = jax.jit(fn).lower(*args)
-  # Optimizing a run-once graph costs more than it saves.
-  return lowered.compile(
-      compiler_options={"xla_backend_optimization_level": 0})
-
-
 @functools.lru_cache(maxsize=8)
 def _param_initializer(init_scale: float):
   def create(key) -> Qm9Net:
     return Qm9Net(init_scale=init_scale, rngs=nnx.Rngs(params=key))
 
   def initial(seed):
-    init_key, shuffle_key = jax.random.split(jax.random.key(seed))
+    init_key, shuffle_key = settings.seed_keys(seed)
     return nnx.split(create(init_key), nnx.Param)[1], shuffle_key
 
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: create(jax.random.key(0))),
                           nnx.Param)
-  return graphdef, _compile_o0(initial, 0)
+  return graphdef, settings.compile_o0(initial, 0)
 
 
-_OPT_INITIALIZERS: dict[int, Any] = {}
+_OPT_INITIALIZERS: dict[Any, Any] = {}
 
 
 def _opt_initializer(tx: optax.GradientTransformation, params):
-  # `make_optimizer` returns one object per setting, so its id is a key.
-  if id(tx) not in _OPT_INITIALIZERS:
-    _OPT_INITIALIZERS[id(tx)] = (tx, _compile_o0(tx.init, params))
-  return _OPT_INITIALIZERS[id(tx)][1]
+  # `make_optimizer` returns one object per setting.
+  if tx not in _OPT_INITIALIZERS:
+    _OPT_INITIALIZERS[tx] = settings.compile_o0(tx.init, params)
+  return _OPT_INITIALIZERS[tx]
 
 
 def _reached_target(target: float, history: list[dict[str, Any]]) -> bool:
   """Whether the lowest test MSE so far (the newest entry's) is at most
-  `target` (the step-0 evaluation does not stop a run)."""
+  `target`."""
   return history[-1].get("min_val_loss", np.inf) <= target
 
 
@@ -271,13 +218,11 @@ def build(cfg: config_lib.Qm9Config, molecules: Sequence[data_lib.Molecule],
           ctx: harness.Context) -> harness.Program:
   """The :class:`~grokfast_jax.experiments.harness.Program` of one run.
 
-  The `cfg.size` molecules are split 50 / 50 by `cfg.seed`. Every epoch is
-  evaluated (test MSE), in jitted chunks of `chunk_epochs` epochs; step 0
-  holds the initial model's MSE on the training and test molecules. The
-  history keeps the epochs of :func:`history_epochs` (and, with
-  `stop_at_target`, each chunk's last); every epoch's losses go to the
-  curves. With `stop_at_target` the run ends after the chunk in which the
-  test MSE first reaches `target_mse`.
+  The `cfg.size` molecules are split 50 / 50 by `cfg.seed`; step 0 holds the
+  initial model's MSE on the training and test molecules. The history keeps
+  the epochs of :func:`history_epochs` (and, with `stop_at_target`, each
+  chunk's last, after which the run may end); every epoch's losses go to
+  the curves.
 
   Raises:
     ValueError: the number of molecules is not `cfg.size`.
@@ -289,9 +234,11 @@ def build(cfg: config_lib.Qm9Config, molecules: Sequence[data_lib.Molecule],
   data = ctx.place_data(jax.tree.map(jnp.asarray, {
       "train": data_lib.pack(train_mols), "test": full_batch(test_mols),
       "train_all": full_batch(train_mols)}))
-  buffers = batch_buffers(train_mols, cfg.batch_size)
+  # Buffers that fit any minibatch, the last, smaller one included: one
+  # compiled step serves them all (giving the last batch smaller buffers
+  # saves about 15% of the run time but doubles the compilation time).
+  buffers = data_lib.batch_capacity(train_mols, cfg.batch_size)
   graphdef, state = init_state(cfg, ctx)
-  n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
   update = make_update(graphdef, make_optimizer(cfg), ctx.shard_batch)
 
   def initial_entry(state: TrainState, data: Mapping[str, Any]):
@@ -314,6 +261,6 @@ def build(cfg: config_lib.Qm9Config, molecules: Sequence[data_lib.Molecule],
                    if cfg.stop_at_target else None),
       keep=kept.__contains__,
       curve_keys=("train_loss", "val_loss", "seconds"),
-      info={"n_params": n_params,
+      info={"n_params": settings.count_params(state.params),
             "train_gdb_ids": [m.gdb_id for m in train_mols],
             "test_gdb_ids": [m.gdb_id for m in test_mols]})
