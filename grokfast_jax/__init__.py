@@ -7,7 +7,8 @@ Optax optimizer::
   tx = optax.chain(grokfast_jax.grokfast_ema(), optax.adamw(1e-3))
 
 Subpackages: :mod:`grokfast_jax.filters` (Grokfast-EMA, -MA, -IIR and filter
-design), :mod:`grokfast_jax.transforms` (⊥Grad, weight-norm constraints),
+design), :mod:`grokfast_jax.transforms` (⊥Grad, weight-norm constraints,
+egalitarian gradient descent),
 :mod:`grokfast_jax.losses` (StableMax cross-entropy) and the analysis tool
 :mod:`grokfast_jax.spectrum`. Every public name is exported here.
 """
@@ -37,6 +38,7 @@ from grokfast_jax.spectrum import (
 from grokfast_jax.transforms import (
     ConstrainWeightNormState,
     constrain_weight_norm,
+    egalitarian,
     orthograd,
     project_weight_norm,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "SampledCoordinates",
     "butterworth",
     "constrain_weight_norm",
+    "egalitarian",
     "ema_coefficients",
     "frequency_response",
     "gradient_history",

@@ -12,6 +12,7 @@ MODULES = [
     "grokfast_jax.filters._ma",
     "grokfast_jax.filters._iir",
     "grokfast_jax.filters._design",
+    "grokfast_jax.transforms._egalitarian",
     "grokfast_jax.transforms._orthograd",
     "grokfast_jax.transforms._weight_norm",
     "grokfast_jax.losses._stablemax",

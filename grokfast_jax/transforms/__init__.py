@@ -1,5 +1,7 @@
-"""Transforms beyond the Grokfast filters: ⊥Grad, weight-norm bounds."""
+"""Transforms beyond the Grokfast filters: ⊥Grad, weight-norm bounds,
+egalitarian gradient descent."""
 
+from grokfast_jax.transforms._egalitarian import egalitarian
 from grokfast_jax.transforms._orthograd import orthograd
 from grokfast_jax.transforms._weight_norm import (
     ConstrainWeightNormState,
@@ -10,6 +12,7 @@ from grokfast_jax.transforms._weight_norm import (
 __all__ = [
     "ConstrainWeightNormState",
     "constrain_weight_norm",
+    "egalitarian",
     "orthograd",
     "project_weight_norm",
 ]

@@ -205,6 +205,32 @@ def test_cli_runs_adamw_orthograd_stablemax_iir(tmp_path):
   assert "spectrum" not in r
 
 
+def test_cli_egd_recipe_whitens_the_blocks_kernels_first(tmp_path):
+  out = tmp_path / "run"
+  assert cli.main(["modular", "--recipe", "egd", "--max-steps", "3", *TINY,
+                   "--out", str(out)]) == 0
+  r = json.loads((out / "results.json").read_text())
+  assert (r["settings"]["egd"], r["settings"]["optimizer"],
+          r["settings"]["filter"]) == (True, "adam", "none")
+  assert all(np.isfinite(h["train_loss"]) for h in r["history"])
+  # The chain whitens the blocks' kernels only: EGD turns [[1, 2], [0, 1]]
+  # into its polar factor [[.707, .707], [-.707, .707]], so Adam's first
+  # step (-lr * sign) moves entry [1, 0] up there, while the head's
+  # gradient, not whitened, moves it by 0 (a zero gradient).
+  cfg = dataclasses.replace(recipes.resolve("egd"), warmup_steps=0)
+  g = jnp.array([[1.0, 2.0], [0.0, 1.0]])
+  params = {"blocks": {"0": {"fc": {"kernel": jnp.ones((2, 2))}}},
+            "head": {"kernel": jnp.ones((2, 2))}}
+  grads = {"blocks": {"0": {"fc": {"kernel": g}}}, "head": {"kernel": g}}
+  tx = optimizers.make_optimizer(cfg)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  lr = cfg.lr
+  np.testing.assert_allclose(updates["blocks"]["0"]["fc"]["kernel"],
+                             [[-lr, -lr], [lr, -lr]], rtol=1e-4)
+  np.testing.assert_allclose(updates["head"]["kernel"],
+                             [[-lr, -lr], [0.0, -lr]], rtol=1e-4)
+
+
 def test_cli_lion_clip_recipe_records_the_spectrum(tmp_path, capsys):
   out = tmp_path / "run"
   assert cli.main(["compare", "--recipe", "lion-clip", "--filters", "ema",

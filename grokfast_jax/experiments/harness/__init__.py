@@ -5,13 +5,15 @@ A task supplies a :class:`Task` (its config, data, per-run
 compiled chunked loop, evaluations, history, progress, checkpoints and exact
 resume, device meshes and several processes, ``results.json`` in one schema,
 plots, the comparison runner and the ``TASK`` / ``TASK-compare``
-subcommands, and the figures and standard comparison the tasks report
-(:mod:`._report`, as ``report``). Call :func:`train` from your own code to
-run a task's config.
+subcommands, the figures and standard comparison the tasks report
+(:mod:`._report`, as ``report``) and sweeps: many seeds and settings of a
+task as one vmapped program (:func:`sweep`, ``grokfast-jax sweep TASK``).
+Call :func:`train` from your own code to run a task's config.
 """
 
 from grokfast_jax.experiments.harness import _report as report
 from grokfast_jax.experiments.harness._cli import (Options, add_parsers,
+                                                   add_sweep_parser,
                                                    given_from_args)
 from grokfast_jax.experiments.harness._devices import (make_context,
                                                        start_distributed)
@@ -20,10 +22,13 @@ from grokfast_jax.experiments.harness._loop import train
 from grokfast_jax.experiments.harness._results import (settings_dict,
                                                        write_compare,
                                                        write_run)
+from grokfast_jax.experiments.harness._sweep import (Member, plan_members,
+                                                     sweep, vmap_program)
 from grokfast_jax.experiments.harness._task import (Context, Flag, Program,
                                                     Run, Task)
 
-__all__ = ["Context", "Flag", "Options", "Program", "Run", "Task",
-           "add_parsers", "given_from_args", "make_context", "option", "report",
-           "settings_dict", "start_distributed", "train", "write_compare",
-           "write_run"]
+__all__ = ["Context", "Flag", "Member", "Options", "Program", "Run", "Task",
+           "add_parsers", "add_sweep_parser", "given_from_args",
+           "make_context", "option", "plan_members", "report",
+           "settings_dict", "start_distributed", "sweep", "train",
+           "vmap_program", "write_compare", "write_run"]

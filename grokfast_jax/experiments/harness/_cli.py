@@ -50,6 +50,10 @@ def add_harness_flags(p: argparse.ArgumentParser, out: str, *,
   p.add_argument("--out", default=out, metavar="DIR",
                  help=f"output directory (default {out})")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument("--no-compile-cache", action="store_true",
+                 help="do not use the persistent compilation cache (in "
+                 "~/.cache/grokfast_jax/jax; GROKFAST_JAX_NO_COMPILE_CACHE=1 "
+                 "also turns it off)")
   ck = p.add_argument_group("checkpoints (exact resume)")
   ck.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                   help="save the training state (params, optimizer and "
@@ -212,4 +216,66 @@ def _run_compare(task: Task, args: argparse.Namespace) -> int:
     for line in lines:
       print("  " + line)
     print(f"wrote {out / 'results.json'} and one folder per run under {out}/")
+  return 0
+
+
+def add_sweep_parser(subparsers: Any, tasks: list[Task]) -> None:
+  """Adds ``sweep TASK``: many seeds and float settings of a task trained as
+  one vmapped program (:mod:`._sweep`), for the tasks that have one."""
+  tasks = [t for t in tasks if t.build_member is not None]
+  if not tasks:
+    return
+  s = subparsers.add_parser(
+      "sweep", help="many seeds / settings of one task as one vmapped "
+      "program", description="Train a task's runs for several seeds and "
+      "a grid of float settings as one jitted program (jax.vmap over the "
+      "members); writes OUT/<member>/results.json (the single run's schema), "
+      "OUT/summary.json (median and range) and OUT/curves.png (overlaid).")
+  sub = s.add_subparsers(dest="task", required=True)
+  for task in tasks:
+    p = sub.add_parser(task.name, help=task.help,
+                       description=task.description or task.help)
+    _flags.add_config_flags(p, task.config_class,
+                            skip=_HARNESS_FIELDS + ("seed",))
+    for f in [f for f in task.extra_flags if f.single]:
+      _add_extra_flag(p, f)
+    add_harness_flags(p, f"runs/sweep-{task.name}", mesh=False)
+    g = p.add_argument_group("sweep")
+    g.add_argument("--seeds", default="0", metavar="LIST",
+                   help="seeds of the members, e.g. 0-9 or 0,3,5 (default 0)")
+    g.add_argument("--grid", action="append", default=[],
+                   metavar="NAME=V1,V2",
+                   help="a float setting and its values; repeat for a "
+                   "product grid (NAME one of "
+                   f"{', '.join(task.sweep_floats)})")
+    g.add_argument("--members-per-chunk", type=int, default=0, metavar="K",
+                   help="train K members at a time (default 0: all at "
+                   "once); fewer need less memory")
+    p.set_defaults(func=lambda args, task=task: _run_sweep(task, args))
+
+
+def _run_sweep(task: Task, args: argparse.Namespace) -> int:
+  from grokfast_jax.experiments.harness import _sweep
+  options = options_from_args(args)
+  given = given_from_args(task, args)
+  if args.members_per_chunk < 0:
+    raise ValueError(f"--members-per-chunk must be >= 0, got "
+                     f"{args.members_per_chunk}")
+  grid = _sweep.parse_grid(args.grid, task.sweep_floats)
+  members = _sweep.plan_members(task, given, _sweep.parse_seeds(args.seeds),
+                                grid)
+  data = task.load_data(members[0].cfg) if task.load_data else None
+  names = tuple(sorted(grid))
+  results = _sweep.sweep(task, members, data, out=options.out,
+                         members_per_chunk=args.members_per_chunk,
+                         progress=options.progress, names=names,
+                         **_checkpoint(options, None))
+  summary = _sweep.summary(task, members, results)
+  for m in members:
+    print(task.describe(results[m.name]))
+  print(f"{summary['reached']} of {summary['members']} members reached the "
+        f"target; {summary['metric']}: median {summary['median']}, range "
+        f"{summary['min']}-{summary['max']}")
+  print(f"wrote {Path(options.out) / 'summary.json'} and one folder per "
+        f"member under {options.out}/")
   return 0

@@ -71,6 +71,8 @@ def _on_mesh(state: Any, ctx: Context) -> Any:
 
 
 def _floats(tree: Any) -> dict[str, Any]:
+  """Host arrays of a dict of device values (``.tolist()`` of one is a
+  Python float, or a list of them for a sweep's members)."""
   return {k: np.asarray(v) for k, v in jax.device_get(tree).items()}
 
 
@@ -146,7 +148,7 @@ def train(task: Task, cfg: Any, data: Any = None, *,
     if prog.initial_entry is not None:
       first = prog.initial_entry(state, prog.data)
     else:
-      first = prog.entry(None, {k: float(v) for k, v in _floats(
+      first = prog.entry(None, {k: v.tolist() for k, v in _floats(
           _eval_fn(prog.evaluate)(state, prog.data)).items()})
     entry = {"step": 0, "epoch": 0, **first,
              "seconds": time.perf_counter() - t0}
@@ -179,7 +181,7 @@ def train(task: Task, cfg: Any, data: Any = None, *,
         epoch += period
         entry = {"step": epoch * spe, "epoch": epoch,
                  **prog.entry({k: v[i] for k, v in metrics.items()},
-                              {k: float(v[i]) for k, v in evals.items()}),
+                              {k: v[i].tolist() for k, v in evals.items()}),
                  "seconds": now}
         for k in prog.curve_keys:
           curves[k].append(entry[k])

@@ -184,6 +184,14 @@ class Task:
     custom_run: ``(task, given, options) -> exit status``: replaces the
       single-run flow of the subcommand (a task with stages of its own, as
       forecasting); `options` is the harness's :class:`~._cli.Options`.
+    build_member: ``(config, data, Context, names) -> Program`` for a sweep
+      (:mod:`._sweep`): the run of `config` with the float settings `names`
+      held in its state (``optax.inject_hyperparams``), so that runs
+      differing only in seed and those settings share their functions;
+      None: the task has no sweep.
+    sweep_floats: the float settings a sweep's grid may vary.
+    sweep_metric: the results key a sweep's summary gives the median and
+      range of (e.g. the updates to a target).
   """
 
   name: str
@@ -214,3 +222,7 @@ class Task:
   announce: Optional[Callable[[Any, Any], list[str]]] = None
   extra_flags: Sequence[Flag] = ()
   custom_run: Optional[Callable[[Any, dict[str, Any], Any], int]] = None
+  build_member: Optional[Callable[[Any, Any, Context, tuple[str, ...]],
+                                  Program]] = None
+  sweep_floats: Sequence[str] = ()
+  sweep_metric: str = ""

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from grokfast_jax.experiments import settings
 from grokfast_jax.experiments.harness import option
+from grokfast_jax.experiments.modular import data as data_lib
 
 FILTERS = ("none", "ema", "ma", "iir")
 OPTIMIZERS = ("adam", "adamw", "lion", "muon")
@@ -38,7 +39,7 @@ PAPER_DEFAULTS = {
 # checkpoints of earlier versions still resume.
 NEW_FIELDS = ("optimizer", "orthograd", "loss", "max_weight_norm",
               "weight_norm_axis", "iir_order", "iir_cutoff", "record_spectrum",
-              "weight_norm_scope")
+              "weight_norm_scope", "egd")
 # Fields that label a run or say how long it goes on, not what it trains.
 UNCHECKED_FIELDS = ("recipe", "after_target")
 
@@ -55,8 +56,10 @@ class ModularConfig:
   """Everything that defines a run (all of it is written to results.json).
 
   Attributes:
-    op: operator of ``x op y mod p``: "*", "+", "-" or "/" (modular inverse).
-    p: the prime modulus (>= 3).
+    op: the operation (:data:`data.OPS`): ``x op y mod p`` for "*", "+",
+      "-" and "/" (modular inverse), a polynomial of Power et al. (2022)
+      mod p such as "x^2+xy+y^2", or "s5" (composition in S5).
+    p: the prime modulus (>= 3; unused by "s5").
     train_fraction: fraction of the equations used for training, in (0, 1).
     filter: gradient filter: "none", "ema" (Grokfast-EMA), "ma"
       (Grokfast-MA) or "iir" (Grokfast-IIR with a Butterworth low-pass).
@@ -84,6 +87,8 @@ class ModularConfig:
     optimizer: "adam" (the paper's), "adamw", "lion" or "muon" (see
       :mod:`~grokfast_jax.experiments.modular.optimizers`).
     orthograd: apply ⊥Grad to the raw gradient, before the filter.
+    egd: egalitarian gradient descent (:func:`grokfast_jax.egalitarian`) on
+      the raw gradients of the blocks' Linear kernels, first in the chain.
     loss: "ce" (softmax cross-entropy) or "stablemax" (StableMax
       cross-entropy), for training and the validation loss alike.
     max_weight_norm, weight_norm_axis, weight_norm_scope: bound the norm of
@@ -102,9 +107,10 @@ class ModularConfig:
       :mod:`~grokfast_jax.experiments.modular.recipes`), or None.
   """
 
-  op: str = option("*", "operator of x op y mod p ('/' uses the modular "
-                   "inverse of y; default '*')", choices=("*", "+", "-", "/"),
-                   group=_TASK)
+  op: str = option("*", "operation: x op y mod p ('/' uses the modular "
+                   "inverse of y; default '*'), a polynomial of Power et al. "
+                   "mod p, or s5 (composition of the permutations of 5 "
+                   "elements; p unused)", choices=data_lib.OPS, group=_TASK)
   p: int = option(97, "prime modulus >= 3 (default 97)", group=_TASK)
   train_fraction: float = option(
       0.5, "fraction of equations for training, in (0, 1) (default 0.5)",
@@ -143,6 +149,9 @@ class ModularConfig:
       group=_METHOD)
   orthograd: bool = option(False, "⊥Grad on the raw gradient, before the "
                            "filter", group=_METHOD)
+  egd: bool = option(False, "egalitarian gradient descent: each gradient of "
+                     "the blocks' Linear kernels whitened, (G G^T)^(-1/2) G, "
+                     "first in the chain", group=_METHOD)
   loss: str = option("ce", "ce (default) or stablemax cross-entropy",
                      choices=LOSSES, group=_METHOD)
   max_weight_norm: Optional[float] = option(
@@ -175,7 +184,8 @@ class ModularConfig:
                                  "override it)", group=_METHOD)
 
   def __post_init__(self):
-    for name, allowed in (("filter", FILTERS), ("optimizer", OPTIMIZERS),
+    for name, allowed in (("op", data_lib.OPS), ("filter", FILTERS),
+                          ("optimizer", OPTIMIZERS),
                           ("loss", LOSSES),
                           ("weight_norm_axis", tuple(WEIGHT_NORM_AXES)),
                           ("weight_norm_scope", WEIGHT_NORM_SCOPES),

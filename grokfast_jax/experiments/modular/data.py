@@ -1,13 +1,33 @@
-"""Equations ``x op y mod p`` as token sequences, and their train/val split."""
+"""Equations ``x op y mod p`` (and compositions in S5) as token sequences,
+and their train/val split.
+
+The four operations of the Grokfast reference ("*", "+", "-", "/") pair
+every x in [0, p) with every y in [1, p), as the reference does. The
+polynomials of Power et al. (2022) pair all x, y in [0, p), as that paper
+does. "s5" composes the 120 permutations of five elements (all 14,400
+pairs; ``(x o y)(i) = x(y(i))``, permutations numbered in lexicographic
+order); it ignores p.
+"""
 
 from __future__ import annotations
 
+import functools
+import itertools
 from typing import NamedTuple
 
 import numpy as np
 
-OPS = ("*", "+", "-", "/")
+REFERENCE_OPS = ("*", "+", "-", "/")
+POLYNOMIAL_OPS = {  # binary operations of Power et al. (2022)
+    "x^2+y^2": lambda x, y: x * x + y * y,
+    "x^2+xy+y^2": lambda x, y: x * x + x * y + y * y,
+    "x^2+xy+y^2+x": lambda x, y: x * x + x * y + y * y + x,
+    "x^3+xy": lambda x, y: x * x * x + x * y,
+    "x^3+xy^2+y": lambda x, y: x * x * x + x * y * y + y,
+}
+OPS = REFERENCE_OPS + tuple(POLYNOMIAL_OPS) + ("s5",)
 SEQ_LEN = 4  # [x, op, y, =]
+S5_SIZE = 120
 
 
 class Split(NamedTuple):
@@ -37,21 +57,39 @@ def check_p(p: int) -> int:
   return int(p)
 
 
-def vocab_size(p: int) -> int:
-  """Tokens: residues 0..p-1, then the operator (p) and "=" (p + 1)."""
-  return p + 2
+def n_elements(op: str, p: int) -> int:
+  """How many values x, y and the answer take: 120 for "s5", else p."""
+  return S5_SIZE if op == "s5" else p
+
+
+def vocab_size(p: int, op: str = "*") -> int:
+  """Tokens: the elements 0..n-1 (:func:`n_elements`), then the operator
+  (n) and "=" (n + 1)."""
+  return n_elements(op, p) + 2
+
+
+@functools.lru_cache(maxsize=1)
+def s5_table() -> np.ndarray:
+  """(120, 120) int64: ``table[x, y]`` is the index of ``x o y``, the
+  permutation ``i -> x(y(i))``, permutations in lexicographic order."""
+  perms = list(itertools.permutations(range(5)))
+  index = {q: i for i, q in enumerate(perms)}
+  table = [[index[tuple(x[y[i]] for i in range(5))] for y in perms]
+           for x in perms]
+  return np.asarray(table, np.int64)
 
 
 def answers(op: str, x: np.ndarray, y: np.ndarray, p: int) -> np.ndarray:
-  """``x op y mod p`` elementwise; "/" is ``x * y^-1 mod p`` (y != 0).
+  """``x op y mod p`` elementwise; "/" is ``x * y^-1 mod p`` (y != 0);
+  "s5" composes permutation indices (p unused).
 
   Args:
-    op: one of "*", "+", "-", "/".
-    x, y: integer arrays of residues.
+    op: one of :data:`OPS`.
+    x, y: integer arrays of residues (of permutation indices for "s5").
     p: prime modulus.
 
   Returns:
-    The answers, int64 in [0, p - 1].
+    The answers, int64 in [0, n - 1] (n: :func:`n_elements`).
   """
   x = np.asarray(x, np.int64)
   y = np.asarray(y, np.int64)
@@ -66,31 +104,43 @@ def answers(op: str, x: np.ndarray, y: np.ndarray, p: int) -> np.ndarray:
       raise ValueError("y must be nonzero mod p for op '/'")
     inverse = np.array([pow(int(v), p - 2, p) for v in range(p)], np.int64)
     return (x * inverse[y % p]) % p
+  if op in POLYNOMIAL_OPS:
+    return POLYNOMIAL_OPS[op](x % p, y % p) % p
+  if op == "s5":
+    return s5_table()[x, y]
   raise ValueError(f"op must be one of {OPS}, got {op!r}")
 
 
 def make_equations(op: str = "*", p: int = 97) -> Split:
-  """All equations ``x op y = ?`` for x in [0, p-1] and y in [1, p-1].
+  """All equations ``x op y = ?``: x in [0, n) and y in [1, n) for the
+  reference's four operations, y in [0, n) for the others (n:
+  :func:`n_elements`).
 
   Args:
-    op: one of "*", "+", "-", "/".
-    p: a prime >= 3.
+    op: one of :data:`OPS`.
+    p: a prime >= 3 (unused by "s5").
 
   Returns:
-    A :class:`Split` of ``p * (p - 1)`` sequences ``[x, op, y, =]`` (op is
-    token p, "=" token p + 1) and their answers, ordered by x then y.
+    A :class:`Split` of sequences ``[x, op, y, =]`` (op is token n, "="
+    token n + 1) and their answers, ordered by x then y: ``p * (p - 1)`` of
+    them for the reference's operations, ``p * p`` for the polynomials,
+    14,400 for "s5".
 
   Example:
     >>> make_equations("*", 97).inputs.shape
     (9312, 4)
+    >>> make_equations("s5", 97).inputs.shape
+    (14400, 4)
   """
   if op not in OPS:
     raise ValueError(f"op must be one of {OPS}, got {op!r}")
   p = check_p(p)
-  x, y = np.meshgrid(np.arange(p), np.arange(1, p), indexing="ij")
+  n = n_elements(op, p)
+  first_y = 1 if op in REFERENCE_OPS else 0
+  x, y = np.meshgrid(np.arange(n), np.arange(first_y, n), indexing="ij")
   x, y = x.ravel(), y.ravel()
   inputs = np.stack(
-      [x, np.full_like(x, p), y, np.full_like(x, p + 1)], axis=1)
+      [x, np.full_like(x, n), y, np.full_like(x, n + 1)], axis=1)
   return Split(inputs.astype(np.int32), answers(op, x, y, p).astype(np.int32))
 
 

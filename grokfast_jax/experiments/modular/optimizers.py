@@ -5,6 +5,7 @@
 
   optax.chain(
       record_gradients(64, buffer_size=4096),  # record_spectrum: raw grads
+      egalitarian(mask=blocks' kernels),       # egd: EGD
       orthograd(),                             # orthograd: ⊥Grad
       grokfast_ema | grokfast_ma | grokfast_iir,  # filter (none: identity)
       <optimizer>,                             # adam, adamw, lion, muon
@@ -177,21 +178,64 @@ def weight_norm_bound(cfg: ModularConfig) -> list[optax.GradientTransformation]:
                        constrained_leaves)]
 
 
-def make_optimizer(cfg: ModularConfig) -> optax.GradientTransformation:
+# The float settings a sweep may hold in the optimizer state.
+SWEEP_FLOATS = ("lr", "lamb", "alpha", "weight_decay", "max_weight_norm")
+
+
+class _Swept:
+  """`cfg` with some float settings replaced (by the traced values that
+  ``optax.inject_hyperparams`` passes its factory)."""
+
+  def __init__(self, cfg: ModularConfig, values: dict[str, Any]):
+    self._cfg, self._values = cfg, values
+
+  def __getattr__(self, name: str) -> Any:
+    return self._values.get(name, getattr(self._cfg, name))
+
+
+def make_optimizer(cfg: ModularConfig, swept: tuple[str, ...] = ()
+                   ) -> optax.GradientTransformation:
   """The whole chain of `cfg` (see the module docstring for its order).
 
   Args:
     cfg: the settings.
+    swept: float settings (of :data:`SWEEP_FLOATS`) to hold in the state:
+      the chain is then ``optax.inject_hyperparams`` of the same chain, its
+      state holding those values (a sweep's members differ there only).
 
   Returns:
     An ``optax.GradientTransformation``; call ``update(grads, state,
     params)`` (⊥Grad and the weight-norm bound need the params).
+
+  Raises:
+    ValueError: a `swept` name not in :data:`SWEEP_FLOATS`, or one whose
+      setting is off (a max_weight_norm of None).
   """
+  if swept:
+    for name in swept:
+      if name not in SWEEP_FLOATS or getattr(cfg, name) is None:
+        raise ValueError(f"a sweep holds {', '.join(SWEEP_FLOATS)} in the "
+                         f"optimizer state (each set); got {name!r}")
+
+    # Named parameters: inject_hyperparams keeps the numeric ones it is
+    # given in the state (a **kwargs factory would freeze them).
+    def factory(lr=None, lamb=None, alpha=None, weight_decay=None,
+                max_weight_norm=None):
+      values = {"lr": lr, "lamb": lamb, "alpha": alpha,
+                "weight_decay": weight_decay,
+                "max_weight_norm": max_weight_norm}
+      return make_optimizer(_Swept(cfg, {k: v for k, v in values.items()
+                                         if k in swept}))
+
+    return optax.inject_hyperparams(factory)(
+        **{name: getattr(cfg, name) for name in swept})
   parts = []
   if cfg.record_spectrum:
     parts.append(gj.record_gradients(SPECTRUM_COORDS,
                                      buffer_size=SPECTRUM_BUFFER,
                                      seed=cfg.seed))
+  if cfg.egd:
+    parts.append(gj.egalitarian(mask=constrained_leaves))
   if cfg.orthograd:
     parts.append(gj.orthograd())
   parts.append(grad_filter(cfg))

@@ -23,7 +23,7 @@ The recipes, :data:`RECIPES` (each with a one-line summary and its
 settings): paper-ema and paper-ma (the paper's Grokfast runs), lion-clip (the
 Clip-to-Grok competitor, NiftyliuS/cliptogrok: Lion and its reference's
 weight-norm bound, ``weight_norm_scope`` "all"), orthograd, stablemax,
-weight-norm, iir and muon (each alone, on the paper's baseline) and fastest
+weight-norm, iir, muon and egd (each alone, on the paper's baseline) and fastest
 (what ``benchmarks/studies/fastest_grok.py`` found: Muon lr 2e-2 with the
 Clip-to-Grok bound, no filter, no weight decay).
 """
@@ -72,6 +72,9 @@ RECIPES: dict[str, Recipe] = {
         "Grokfast-IIR alone: Butterworth order 2, cutoff 0.0064, lamb 2",
         {"filter": "iir", "iir_order": 2, "iir_cutoff": 0.0064, "lamb": 2.0,
          "weight_decay": 0.005}),
+    "egd": Recipe("egalitarian gradient descent alone on the blocks' "
+                  "kernels (baseline Adam, no filter, no wd)",
+                  {**_BASELINE, "egd": True}),
     "muon": Recipe("Muon alone (AdamW fallback), no filter, no wd",
                    {**_BASELINE, "optimizer": "muon"}),
     # Picked by benchmarks/studies/fastest_grok.py (see benchmarks/README.md).
@@ -87,7 +90,7 @@ RECIPES: dict[str, Recipe] = {
 METHOD_FIELDS = ("filter", "alpha", "lamb", "window_size", "iir_order",
                  "iir_cutoff", "weight_decay", "decoupled_wd", "optimizer",
                  "lr", "beta1", "beta2", "eps", "warmup_steps", "orthograd",
-                 "loss", "max_weight_norm", "weight_norm_axis",
+                 "egd", "loss", "max_weight_norm", "weight_norm_axis",
                  "weight_norm_scope")
 # A recipe's settings that belong to its filter (dropped for another one).
 FILTER_FIELDS = ("alpha", "lamb", "window_size", "iir_order", "iir_cutoff")

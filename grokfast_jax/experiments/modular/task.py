@@ -71,7 +71,7 @@ def init_model(cfg: ModularConfig) -> tuple[Any, Any]:
   """
 
   def create() -> Transformer:
-    return Transformer(data_lib.vocab_size(cfg.p), data_lib.SEQ_LEN,
+    return Transformer(data_lib.vocab_size(cfg.p, cfg.op), data_lib.SEQ_LEN,
                        depth=cfg.depth, width=cfg.width, heads=cfg.heads,
                        mlp_ratio=cfg.mlp_ratio, rngs=nnx.Rngs(cfg.seed))
 
@@ -120,14 +120,20 @@ def make_update(cfg: ModularConfig, graphdef: Any,
   return update
 
 
-def build(cfg: ModularConfig, data: Any,
-          ctx: harness.Context) -> harness.Program:
-  """The run of `cfg`: data split, model, optimizer and the pure epoch."""
+def build(cfg: ModularConfig, data: Any, ctx: harness.Context,
+          swept: tuple[str, ...] = ()) -> harness.Program:
+  """The run of `cfg`: data split, model, optimizer and the pure epoch.
+
+  `swept` names float settings held in the optimizer state
+  (:func:`optimizers.make_optimizer`), so that sweep members differing in
+  them (and in the seed) share the functions (the harness's
+  ``build_member``).
+  """
   train, val = data_lib.make_splits(cfg.op, cfg.p, cfg.train_fraction,
                                     cfg.seed)
   graphdef, params = init_model(cfg)
   params = optimizers.initial_params(cfg, params)
-  tx = optimizers.make_optimizer(cfg)
+  tx = optimizers.make_optimizer(cfg, swept)
   n_train, n_val = len(train.labels), len(val.labels)
   batch_size = min(cfg.batch_size, n_train)
   if ctx.mesh is None:
@@ -192,6 +198,20 @@ def build(cfg: ModularConfig, data: Any,
       steps_per_epoch=steps_per_epoch, should_stop=cfg.should_stop)
 
 
+def build_member(cfg: ModularConfig, data: Any, ctx: harness.Context,
+                 swept: tuple[str, ...]) -> harness.Program:
+  """A sweep member's run (:mod:`~grokfast_jax.experiments.harness`): the
+  same as :func:`build`, on one device.
+
+  Raises:
+    ValueError: `record_spectrum` (its recorder is not kept per member).
+  """
+  if cfg.record_spectrum:
+    raise ValueError("record_spectrum (--record-spectrum) is not available "
+                     "in a sweep; record it in a single run")
+  return build(cfg, data, ctx, swept)
+
+
 def summarize(cfg: ModularConfig, data: Any,
               facts: Mapping[str, Any]) -> dict[str, Any]:
   """The task's figures: steps and seconds to 95% val acc, the final entry,
@@ -228,8 +248,11 @@ def describe(result: Mapping[str, Any]) -> str:
 
 
 def title(cfg: ModularConfig, what: str) -> str:
-  return (f"x {cfg.op} y mod {cfg.p}, train fraction "
-          f"{cfg.train_fraction:g}, seed {cfg.seed}: {what}")
+  task = ("S5 composition" if cfg.op == "s5" else
+          f"x {cfg.op} y mod {cfg.p}" if cfg.op in data_lib.REFERENCE_OPS
+          else f"{cfg.op} mod {cfg.p}")
+  return (f"{task}, train fraction {cfg.train_fraction:g}, seed "
+          f"{cfg.seed}: {what}")
 
 
 def make_config(given: Mapping[str, Any]) -> ModularConfig:
@@ -292,7 +315,9 @@ TASK = harness.Task(
     default_out="runs/modular", compare_out="runs/compare",
     checkpoint_settings=config_lib.checkpoint_settings,
     run_label=lambda cfg: cfg.recipe or run_label(cfg.filter),
-    extra_files=spectrum_file,
+    extra_files=spectrum_file, build_member=build_member,
+    sweep_floats=optimizers.SWEEP_FLOATS,
+    sweep_metric="steps_to_val_acc_95",
     extra_flags=(
         harness.Flag("--betas", "betas", "the optimizer's two betas "
                      "(default 0.9,0.98)", metavar="B1,B2"),
