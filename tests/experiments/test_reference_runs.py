@@ -19,7 +19,7 @@ sys.path.insert(0, str(HERE))
 import record  # noqa: E402
 
 FAST = ("modular_ema", "modular_ma_small", "mnist_digits", "mnist_real",
-        "imdb", "qm9", "forecast_patchtst")
+        "imdb", "qm9", "forecast_dlinear")
 
 # Wall-clock seconds inside a summary line, e.g. "(3 updates, 3 s)".
 WALL_CLOCK = re.compile(r"\b\d+ s\)")
