@@ -234,7 +234,7 @@ class Killed(Exception):
 
 
 def test_base_stage_keeps_the_best_params_and_stops_early(full):
-  run, fd = full["runs"]["base"], full["data"]
+  run = full["runs"]["base"]
   h = run.history
   assert len(h) == 3 and run.results["stopped_early"]
   assert h[-1]["epochs_without_gain"] == 1

@@ -19,7 +19,6 @@ from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
