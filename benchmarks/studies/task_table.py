@@ -4,7 +4,8 @@ Each cell (an operation and a recipe) is one sweep
 (:func:`grokfast_jax.experiments.harness.sweep`): ten seeds by default,
 each stopping ``--after`` updates after its first evaluation at 95%
 validation accuracy (or at ``--max-steps``). A cell reports the median and
-range of the updates to 95%, how many seeds got there, the median seconds to
+range of the updates to 95% over all its seeds (a seed that never got there
+counts as more than ``--max-steps``), how many seeds got there, the median seconds to
 95% (on the sweep's clock: all seeds advance together, compilation included)
 and the stability after 95%: the lowest validation accuracy of any seed in
 the ``--after`` updates that follow its first 95%.
@@ -52,6 +53,15 @@ def cell_settings(op: str, recipe: str) -> dict:
   return given
 
 
+def median_of(steps: list) -> float | None:
+  """The median over every seed, one that never reached 95% counting as
+  more than any that did (None if that is where the median falls)."""
+  ranked = sorted(steps, key=lambda s: float("inf") if s is None else s)
+  n = len(ranked)
+  mid = ranked[(n - 1) // 2:n // 2 + 1]
+  return None if None in mid else statistics.mean(mid)
+
+
 def run_cell(op: str, recipe: str, seeds: list[int], max_steps: int,
              after: int) -> dict:
   """One cell's sweep and its figures."""
@@ -74,8 +84,9 @@ def run_cell(op: str, recipe: str, seeds: list[int], max_steps: int,
   return {"op": op, "recipe": recipe, "settings": cell_settings(op, recipe),
           "seeds": seeds, "max_steps": max_steps, "after": after,
           "steps": steps, "reached": len(got),
-          "median": statistics.median(got) if got else None,
-          "min": min(got) if got else None, "max": max(got) if got else None,
+          "median": median_of(steps),
+          "min": min(got) if got else None,
+          "max": max(got) if len(got) == len(steps) else None,
           "median_seconds": statistics.median(secs) if secs else None,
           "min_val_acc_after": min(lows) if lows else None,
           "sweep_seconds": wall, "backend": jax.default_backend(),
@@ -89,8 +100,12 @@ def table(cells: list[dict]) -> str:
            "target (half) |", "|---|---|---|---|---|---|---|---|"]
   for c in cells:
     pub = PUBLISHED.get(c["op"])
-    med = ("never" if c["median"] is None else
-           f"{c['median']:g} ({c['min']}-{c['max']})")
+    median = median_of(c["steps"])  # (records of any version agree)
+    top = (max(c["steps"]) if None not in c["steps"]
+           else f">{c['max_steps']}")
+    med = ("never" if median is None else
+           f"{median:g} ({min(s for s in c['steps'] if s is not None)}-"
+           f"{top})")
     sec = "" if c["median_seconds"] is None else f"{c['median_seconds']:.0f}"
     low = ("" if c["min_val_acc_after"] is None
            else f"{c['min_val_acc_after']:.3f}")
