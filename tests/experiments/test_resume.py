@@ -30,7 +30,10 @@ def _no_seconds(history):
   return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
-@pytest.mark.parametrize("filter", ["ema", "ma"])
+# The MA case (its ring buffer and running sums in the state) runs with
+# -m slow, to keep the default suite within its time; EMA's covers the loop.
+@pytest.mark.parametrize("filter", [
+    "ema", pytest.param("ma", marks=pytest.mark.slow)])
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(filter,
                                                                  tmp_path):
   cfg = _cfg(filter)
