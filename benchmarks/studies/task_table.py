@@ -53,15 +53,6 @@ def cell_settings(op: str, recipe: str) -> dict:
   return given
 
 
-def median_of(steps: list) -> float | None:
-  """The median over every seed, one that never reached 95% counting as
-  more than any that did (None if that is where the median falls)."""
-  ranked = sorted(steps, key=lambda s: float("inf") if s is None else s)
-  n = len(ranked)
-  mid = ranked[(n - 1) // 2:n // 2 + 1]
-  return None if None in mid else statistics.mean(mid)
-
-
 def run_cell(op: str, recipe: str, seeds: list[int], max_steps: int,
              after: int) -> dict:
   """One cell's sweep and its figures."""
@@ -84,7 +75,7 @@ def run_cell(op: str, recipe: str, seeds: list[int], max_steps: int,
   return {"op": op, "recipe": recipe, "settings": cell_settings(op, recipe),
           "seeds": seeds, "max_steps": max_steps, "after": after,
           "steps": steps, "reached": len(got),
-          "median": median_of(steps),
+          "median": _sweep.median_of(steps),
           "min": min(got) if got else None,
           "max": max(got) if len(got) == len(steps) else None,
           "median_seconds": statistics.median(secs) if secs else None,
@@ -100,7 +91,7 @@ def table(cells: list[dict]) -> str:
            "target (half) |", "|---|---|---|---|---|---|---|---|"]
   for c in cells:
     pub = PUBLISHED.get(c["op"])
-    median = median_of(c["steps"])  # (records of any version agree)
+    median = _sweep.median_of(c["steps"])  # (old records agree)
     top = (max(c["steps"]) if None not in c["steps"]
            else f">{c['max_steps']}")
     med = ("never" if median is None else

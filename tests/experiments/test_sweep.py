@@ -40,8 +40,7 @@ def test_each_member_equals_its_single_run():
                                 {"lr": [1e-3, 3e-3], "lamb": [2.0]})
   assert [m.name for m in members] == ["seed1-lamb2-lr0.001",
                                        "seed1-lamb2-lr0.003"]
-  results = _sweep.sweep(modular.TASK, members, progress=False,
-                         names=("lamb", "lr"))
+  results = _sweep.sweep(modular.TASK, members, progress=False)
   finals = set()
   for m in members:
     _assert_same_run(results[m.name], _single(m.cfg))
@@ -114,6 +113,14 @@ def test_cli_refuses_bad_sweeps_with_one_line(argv, message, tmp_path,
   assert not (tmp_path / "o").exists()
 
 
+def test_sweep_refuses_members_that_differ_in_other_settings():
+  a, b = (_sweep.Member(f"m{i}", modular.make_config({**SMALL, "seed": i,
+                                                      "weight_decay": w}),
+                        {"seed": i}) for i, w in ((0, 0.0), (1, 0.01)))
+  with pytest.raises(ValueError, match="m1 differs from m0 in weight_decay"):
+    _sweep.sweep(modular.TASK, [a, b], progress=False)
+
+
 def test_vmap_program_refuses_members_of_other_shapes():
   a = modular.TASK.build_member(modular.make_config(SMALL), None,
                                 harness.Context(), ())
@@ -128,6 +135,9 @@ def test_parse_helpers():
   assert _sweep.parse_grid(["max-weight-norm=1.5,2"], ("max_weight_norm",)) \
       == {"max_weight_norm": [1.5, 2.0]}
   assert _sweep.parse_grid([], ("lr",)) == {}
+  assert _sweep.median_of([370, None, 220, None, 250]) == 370
+  assert _sweep.median_of([370, None, 220, 250]) == 310
+  assert _sweep.median_of([None, None, 220]) is None
   with pytest.raises(ValueError, match="names lr twice"):
     _sweep.parse_grid(["lr=1", "lr=2"], ("lr",))
 

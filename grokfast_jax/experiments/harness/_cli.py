@@ -265,10 +265,9 @@ def _run_sweep(task: Task, args: argparse.Namespace) -> int:
   members = _sweep.plan_members(task, given, _sweep.parse_seeds(args.seeds),
                                 grid)
   data = task.load_data(members[0].cfg) if task.load_data else None
-  names = tuple(sorted(grid))
   results = _sweep.sweep(task, members, data, out=options.out,
                          members_per_chunk=args.members_per_chunk,
-                         progress=options.progress, names=names,
+                         progress=options.progress,
                          **_checkpoint(options, None))
   summary = _sweep.summary(task, members, results)
   for m in members:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -36,7 +37,8 @@ import numpy as np
 
 from grokfast_jax.experiments import common
 from grokfast_jax.experiments.harness import _loop, _results
-from grokfast_jax.experiments.harness._task import Context, Program, Task
+from grokfast_jax.experiments.harness._task import (Context, Program, Run,
+                                                    Task)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,8 +211,7 @@ def sweep(task: Task, members: Sequence[Member], data: Any = None, *,
           out: Optional[str | Path] = None, members_per_chunk: int = 0,
           progress: bool = True,
           checkpoint_dir: Optional[str | Path] = None, resume: bool = False,
-          checkpoint_every: int = 10,
-          names: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+          checkpoint_every: int = 10) -> dict[str, dict[str, Any]]:
   """Trains `members` as vmapped chunks; writes their results if `out`.
 
   Args:
@@ -225,15 +226,27 @@ def sweep(task: Task, members: Sequence[Member], data: Any = None, *,
     checkpoint_dir: checkpoints of each chunk in ``chunk<i>/`` under it.
     resume: continue from them.
     checkpoint_every: evaluations between checkpoints.
-    names: the float settings swept by a grid (held in the optimizer state
-      through ``optax.inject_hyperparams``).
 
   Returns:
     member name -> its results (the task's single-run schema, plus
     "sweep").
+
+  Raises:
+    ValueError: the task has no sweep, or the members differ in a setting
+      other than the seed and the swept floats (their ``values``).
   """
   if task.build_member is None:
     raise ValueError(f"task {task.name!r} has no sweep")
+  # The float settings held in the optimizer state: those the members set.
+  names = tuple(sorted({n for m in members for n in m.values} - {"seed"}))
+  fixed = [{k: v for k, v in _results.settings_dict(m.cfg).items()
+            if k not in names and k != "seed"} for m in members]
+  for m, f in zip(members, fixed):
+    if f != fixed[0]:
+      diff = sorted(k for k in f if f[k] != fixed[0].get(k))
+      raise ValueError(f"sweep member {m.name} differs from "
+                       f"{members[0].name} in {', '.join(diff)}; members "
+                       f"may differ only in the seed and swept floats")
   k = members_per_chunk or len(members)
   results: dict[str, dict[str, Any]] = {}
   histories: dict[str, list[dict[str, Any]]] = {}
@@ -243,7 +256,7 @@ def sweep(task: Task, members: Sequence[Member], data: Any = None, *,
 
     def build(cfg, data_, ctx, chunk=chunk, programs=programs):
       del cfg
-      programs[:] = [task.build_member(m.cfg, data_, ctx, tuple(names))
+      programs[:] = [task.build_member(m.cfg, data_, ctx, names)
                      for m in chunk]
       return vmap_program(programs)
 
@@ -281,9 +294,25 @@ def sweep(task: Task, members: Sequence[Member], data: Any = None, *,
   return results
 
 
+def median_of(values: Sequence[Optional[float]]) -> Optional[float]:
+  """The median over all members, one that never reached the target (None)
+  counting as slower than any that did; None when the median falls among
+  those.
+
+  Example:
+    >>> median_of([300, None, 200]), median_of([300, None, None, 200])
+    (300, None)
+  """
+  ranked = sorted(values, key=lambda v: math.inf if v is None else v)
+  n = len(ranked)
+  middle = ranked[(n - 1) // 2:n // 2 + 1]
+  return None if None in middle else statistics.mean(middle)
+
+
 def summary(task: Task, members: Sequence[Member],
             results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-  """Median and range over the members of the task's sweep figure
+  """Median (:func:`median_of`: members that never got there count as
+  slowest) and range over the members of the task's sweep figure
   (:attr:`~._task.Task.sweep_metric`, e.g. updates to 95%), and each
   member's."""
   key = task.sweep_metric
@@ -295,7 +324,7 @@ def summary(task: Task, members: Sequence[Member],
   got = [p[key] for p in per.values() if p[key] is not None]
   return {"task": task.name, "metric": key, "members": len(members),
           "reached": len(got),
-          "median": statistics.median(got) if got else None,
+          "median": median_of([p[key] for p in per.values()]),
           "min": min(got) if got else None, "max": max(got) if got else None,
           "per_member": per}
 
@@ -307,7 +336,7 @@ def write(task: Task, out: Path, members: Sequence[Member],
   overlay plot."""
   written = []
   for m in members:
-    run = _loop.Run(results=dict(results[m.name]), state=None,
+    run = Run(results=dict(results[m.name]), state=None,
                     history=histories[m.name], curves={})
     written += _results.write_run(task, out / m.name, run, m.cfg, m.name)
   path = out / "summary.json"
