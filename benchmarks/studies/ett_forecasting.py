@@ -12,7 +12,7 @@ itransformer): DLinear (kernel 25), RLinear (RevIN + one L->H linear map),
 PatchTST (RevIN, patches of 16 with stride 8 and end padding, 3 post-norm
 LayerNorm encoder layers with d_model 16, 4 heads, d_ff 128, no dropout: the
 paper's ETTh setting) and a small iTransformer; see
-``grokfast_jax/experiments/forecasting/models.py``. BSA sits on the raw input
+``grokfast_jax/experiments/forecasting/models/``. BSA sits on the raw input
 window for DLinear, RLinear and PatchTST (before RevIN) and on the
 instance-normalized window for the iTransformer.
 
