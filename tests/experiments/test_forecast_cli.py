@@ -84,6 +84,35 @@ def test_load_csv_finds_the_date_column_by_content(tmp_path):
   assert series.channels == ["y"] and series.values.shape == (3, 1)
 
 
+@pytest.mark.parametrize("text, seconds", [
+    ("2016-07-01 00:00:00", 1467331200.0),  # ETT
+    ("1990/1/1 0:00", 631152000.0),  # Exchange
+    ("2002-01-08 00:00:00", 1010448000.0),  # ILI
+    ("2016-07-01T02:30:00+02:00", 1467331200.0 + 1800.0),  # 00:30 UTC
+    ("2016.07.01 00:00:01.5", 1467331201.5),
+    ("2020-01", 1577836800.0),
+    ("12.5", 12.5),
+])
+def test_parse_date_reads_the_forms_of_the_forecasting_files(text, seconds):
+  assert fdata.parse_date(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["01/07/2016", "2020-13-01", "2021-02-29",
+                                  "monday", "nan", ""])
+def test_parse_date_refuses_what_is_not_a_year_first_date(text):
+  assert fdata.parse_date(text) is None
+
+
+def test_time_order_names_the_first_offending_row():
+  dates = ["2020-01-01", "2020-01-02", "2020-01-02", "2019-12-31"]
+  with pytest.raises(ValueError, match=r"f, line 4 \(data row 3\), column "
+                     r"'day': '2020-01-02' repeats the date of line 3"):
+    fdata.check_time_order("f", "day", dates, [2, 3, 4, 5])
+  with pytest.raises(ValueError, match=r"line 5 .* comes before line 4"):
+    fdata.check_time_order("f", "day", dates[:2] + dates[3:], [2, 4, 5])
+  fdata.check_time_order("f", "day", ["1", "2", "10"], [2, 3, 4])
+
+
 def test_min_rows_matches_the_split():
   need = fdata.min_rows(12, 4, min_train_windows=64)
   fdata.check_rows(need, 12, 4, min_train_windows=64)
@@ -102,6 +131,12 @@ def test_min_rows_matches_the_split():
     ("short", r"has 100 rows, too few .* needs at least \d+ rows"),
     ("target", r"unknown target column 'LOAD'; numeric columns: HUFL, OT"),
     ("width", r"line 3: expected 3 fields"),
+    ("order", r"line 7 \(data row 6\), column 'date': '2020-01-01 02:00:00' "
+     r"comes before line 6 \('2020-01-01 04:00:00'\)"),
+    ("repeat", r"line 7 \(data row 6\), column 'date': '2020-01-01 04:00:00' "
+     r"repeats the date of line 6"),
+    ("notdate", r"line 5 \(data row 4\), column 'date': 'yesterday' is not a "
+     r"date"),
 ])
 def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
                                                            case, expected):
@@ -122,6 +157,12 @@ def test_bad_inputs_exit_2_with_one_line_and_write_nothing(tmp_path, capsys,
     extra = ["--target", "LOAD"]
   elif case == "width":
     write_csv(path, cell=(1, 2, "1,2"))
+  elif case == "order":
+    write_csv(path, cell=(5, 0, "2020-01-01 02:00:00"))
+  elif case == "repeat":
+    write_csv(path, cell=(5, 0, "2020-01-01 04:00:00"))
+  elif case == "notdate":
+    write_csv(path, cell=(3, 0, "yesterday"))
   out = tmp_path / "out"
   assert forecast(path, out, *extra) == 2
   captured = capsys.readouterr()

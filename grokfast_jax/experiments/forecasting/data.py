@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import math
 import os
+import re
 from typing import Optional, Union
 
 import numpy as np
@@ -33,6 +35,14 @@ SPLITS = ("ratio", "ett")
 ETT_HOURLY_BORDERS = (12 * 30 * 24, 4 * 30 * 24, 4 * 30 * 24)
 # Column names taken as the date column (case-insensitive).
 DATE_NAMES = ("date", "time", "timestamp")
+# The dates a date column may hold: year first (2016-07-01, 1990/1/1 0:00,
+# 2016.07.01T00:00:00.5+02:00, 2020-01), or plain numbers (a time index).
+DATE_FORMS = ("YYYY-MM[-DD][ HH:MM[:SS[.f]]][Z|+HH:MM] (separators - / or .; "
+              "T or a space before the time), or a number")
+_DATE = re.compile(
+    r"(\d{4})[-/.](\d{1,2})(?:[-/.](\d{1,2}))?"
+    r"(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d{1,6})\d*)?)?)?"
+    r"\s*(Z|[+-]\d{2}:?\d{2})?")
 
 
 def load_ett_csv(path: PathLike) -> tuple[np.ndarray, list[str], list[str]]:
@@ -70,6 +80,69 @@ def load_ett_csv(path: PathLike) -> tuple[np.ndarray, list[str], list[str]]:
   if not rows:
     raise ValueError(f"{path}: no data rows")
   return np.asarray(rows, np.float32), header[1:], dates
+
+
+def parse_date(text: str) -> Optional[float]:
+  """The time of a date cell as a number (seconds since 1970 for a date),
+  or None if it is none of :data:`DATE_FORMS`; a date without a time zone
+  is taken as UTC, so that dates compare in the order they are written.
+
+  Examples:
+    >>> parse_date("1990/1/2 0:00") - parse_date("1990-01-01")
+    86400.0
+    >>> parse_date("2016-07-01T02:00:00+02:00") == parse_date("2016-07-01")
+    True
+    >>> parse_date("37"), parse_date("01/07/2016")
+    (37.0, None)
+  """
+  text = text.strip()
+  match = _DATE.fullmatch(text)
+  if match is None:
+    try:
+      value = float(text)
+    except ValueError:
+      return None
+    return value if math.isfinite(value) else None
+  y, mo, d, h, mi, sec, frac, zone = match.groups()
+  try:
+    when = datetime.datetime(
+        int(y), int(mo), int(d or 1), int(h or 0), int(mi or 0),
+        int(sec or 0), int((frac or "0").ljust(6, "0")),
+        tzinfo=datetime.timezone.utc)
+  except ValueError:  # e.g. month 13, 30 February
+    return None
+  if zone and zone != "Z":
+    sign = 1 if zone[0] == "+" else -1
+    hours, minutes = int(zone[1:3]), int(zone[-2:])
+    when -= sign * datetime.timedelta(hours=hours, minutes=minutes)
+  return when.timestamp()
+
+
+def check_time_order(path: str, column: str, dates: list[str],
+                     lines: list[int]) -> None:
+  """Raises a ValueError naming the first row whose date does not come
+  strictly after the previous row's (out of order, or repeated), or that is
+  not a date of :data:`DATE_FORMS`.
+
+  Args:
+    path: the file (for the message).
+    column: the date column's name.
+    dates: its cells, in file order.
+    lines: the file line of each cell.
+  """
+  last = None
+  for r, (text, line) in enumerate(zip(dates, lines)):
+    where = f"{path}, line {line} (data row {r + 1}), column {column!r}"
+    when = parse_date(text)
+    if when is None:
+      raise ValueError(f"{where}: {text!r} is not a date ({DATE_FORMS}); "
+                       "rows must be dated to be checked for time order")
+    if last is not None and when <= last[0]:
+      what = "repeats the date of" if when == last[0] else "comes before"
+      raise ValueError(f"{where}: {text!r} {what} line {last[1]} "
+                       f"({last[2]!r}); the rows must be in time order, "
+                       "each date once")
+    last = (when, line, text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +186,9 @@ def load_csv(path: PathLike, target: str = "all") -> CsvSeries:
   "date", "time" or "timestamp" (any case), else the first column whose first
   data cell is not a number; the file may have none. The other columns whose
   first data cell is a number (or empty) are the numeric columns; any other
-  text column is ignored. Rows are taken in file order (the file must be
-  chronological); blank lines are skipped.
+  text column is ignored. Rows are taken in file order, which must be time
+  order: with a date column, each date must come strictly after the one
+  before it (:func:`check_time_order`). Blank lines are skipped.
 
   Args:
     path: the CSV file.
@@ -125,8 +199,9 @@ def load_csv(path: PathLike, target: str = "all") -> CsvSeries:
 
   Raises:
     ValueError: a missing or empty file, a row of the wrong width, no
-      numeric column, an unknown or non-numeric `target`, or an empty,
-      non-number, NaN or infinite cell in a selected column (naming the
+      numeric column, an unknown or non-numeric `target`, an empty,
+      non-number, NaN or infinite cell in a selected column, or a date that
+      is not one, repeats the one before or comes before it (naming the
       first such line and column).
   """
   path = os.fspath(path)
@@ -203,6 +278,8 @@ def load_csv(path: PathLike, target: str = "all") -> CsvSeries:
         raise ValueError(f"{where}: {cell!r} is not a finite number")
       values[r, c] = value
   dates = None if date_col is None else [row[date_col] for row in rows]
+  if dates is not None:
+    check_time_order(path, header[date_col], dates, lines)
   return CsvSeries(path, values, channels, numeric,
                    None if date_col is None else header[date_col], rule,
                    dates, ignored)

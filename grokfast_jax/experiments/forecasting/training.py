@@ -4,12 +4,15 @@ A run has three stages, each trained by
 :func:`grokfast_jax.experiments.harness.train` (so each has its own
 checkpoints and exact resume):
 
-- ``"base"``: the base forecaster on shuffled windows (Adam), early stopping
-  on the validation MSE. The shuffles are drawn up front from the seed, one
+- ``"base"``: the base forecaster on shuffled windows (Adam, optionally with
+  an L2 term and a per-epoch rate decay), early stopping on the validation
+  MSE (unless `patience` is None). The shuffles are drawn up front from the seed, one
   per epoch, so the data order is a function of the seed and the epoch.
 - ``"finetune"``: the base model with Batched Spectral Attention inserted on
   its input, fine-tuned on consecutive, unshuffled windows (the BSA logits by
-  Adam, the base weights by AdamW, updates clipped); the BSA's carried EMA
+  Adam, the base weights by AdamW or Adam with an L2 term, the gradient
+  clipped by value or norm, constant rates or a warm-up and cosine: the
+  protocol's settings in :class:`ForecastConfig`); the BSA's carried EMA
   state is part of the training state and is reset at the start of every
   epoch; its validation warms the state up over all earlier windows.
 - ``"control"``: the base model without BSA, fine-tuned by the same protocol
@@ -105,26 +108,63 @@ def has_state(rest) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def base_optimizer(lr: float) -> optax.GradientTransformation:
-  """Adam for base training (cached so jitted epochs are reused)."""
-  return optax.adam(lr)
+def base_optimizer(lr: float, weight_decay: float = 0.0,
+                   lr_decay: float = 1.0, steps_per_epoch: int = 1
+                   ) -> optax.GradientTransformation:
+  """Adam for base training, its rate times `lr_decay` after every epoch of
+  `steps_per_epoch` updates, with an L2 term `weight_decay` added to the
+  gradient (torch Adam's ``weight_decay``); cached so that jitted epochs are
+  reused."""
+  if weight_decay == 0 and lr_decay == 1:
+    return optax.adam(lr)
+  rate = optax.exponential_decay(lr, steps_per_epoch, lr_decay,
+                                 staircase=True)
+  return optax.chain(optax.add_decayed_weights(weight_decay),
+                     optax.adam(rate))
+
+
+def _group(path) -> str:
+  """The fine-tuning group of a parameter: "alpha" (a BSA smoothing-factor
+  logit), "spectral" (a BSA mixing logit) or "base"."""
+  keys = [getattr(k, "key", None) for k in path]
+  if "spectral" not in keys:
+    return "base"
+  return "alpha" if "alpha_logits" in keys else "spectral"
 
 
 @functools.lru_cache(maxsize=None)
 def finetune_optimizer(lr_spectral: float, lr_base: float,
-                       weight_decay: float) -> optax.GradientTransformation:
-  """Adam on the spectral parameters (those whose path holds
-  ``"spectral"``), AdamW on the rest, values clipped to 1."""
+                       weight_decay: float, *,
+                       lr_alpha: Optional[float] = None,
+                       decoupled_wd: bool = True, schedule: str = "constant",
+                       warmup_steps: int = 0, total_steps: int = 1,
+                       clip: str = "value") -> optax.GradientTransformation:
+  """Fine-tuning: Adam on the BSA mixing logits (`lr_spectral`) and
+  smoothing-factor logits (`lr_alpha`, default `lr_spectral`), and on the
+  base parameters at `lr_base` with weight decay (AdamW's decoupled decay, or
+  an L2 term before Adam); the gradient clipped at 1 by value or global norm.
+  With ``schedule="cosine"`` every rate warms up linearly from 0 over
+  `warmup_steps` and then follows a cosine to 0 at `total_steps`."""
+  def rate(peak):
+    if schedule == "constant":
+      return peak
+    return optax.warmup_cosine_decay_schedule(
+        0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1))
+
   def labels(params):
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: "spectral" if any(
-            getattr(k, "key", None) == "spectral" for k in path) else "base",
-        params)
+    return jax.tree_util.tree_map_with_path(lambda p, _: _group(p), params)
+
+  if decoupled_wd:
+    base = optax.adamw(rate(lr_base), weight_decay=weight_decay)
+  else:
+    base = optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.adam(rate(lr_base)))
+  groups = {"spectral": optax.adam(rate(lr_spectral)), "base": base,
+            "alpha": optax.adam(rate(lr_spectral if lr_alpha is None
+                                     else lr_alpha))}
   return optax.chain(
-      optax.clip(1.0),
-      optax.multi_transform(
-          {"spectral": optax.adam(lr_spectral),
-           "base": optax.adamw(lr_base, weight_decay=weight_decay)}, labels))
+      optax.clip(1.0) if clip == "value" else optax.clip_by_global_norm(1.0),
+      optax.multi_transform(groups, labels))
 
 
 def update(graphdef, tx: optax.GradientTransformation, state: dict,
@@ -266,18 +306,22 @@ def build(stage: Stage, data: StageData, ctx: Context) -> Program:
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   base = stage.name == "base"
   if base:
-    tx = base_optimizer(cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     order = {"perms": np.stack([
         fdata.shuffled_batches(fd.starts["train"], cfg.batch_size, rng)
         for _ in range(cfg.max_epochs)])}
     epochs, spe = cfg.max_epochs, order["perms"].shape[1]
+    tx = base_optimizer(cfg.lr, cfg.weight_decay, cfg.lr_decay, spe)
   else:
-    tx = finetune_optimizer(cfg.ft_lr_spectral, cfg.ft_lr_base,
-                            cfg.ft_weight_decay)
     order = {"batches": fdata.consecutive_batches(fd.starts["train"],
                                                   cfg.ft_batch_size)}
     epochs, spe = cfg.ft_epochs, order["batches"].shape[0]
+    tx = finetune_optimizer(
+        cfg.ft_lr_spectral, cfg.ft_lr_base, cfg.ft_weight_decay,
+        lr_alpha=cfg.ft_lr_alpha, decoupled_wd=cfg.ft_decoupled_wd,
+        schedule=cfg.ft_schedule,
+        warmup_steps=-(-cfg.ft_warmup_samples // cfg.ft_batch_size),
+        total_steps=epochs * spe, clip=cfg.ft_clip)
   warm_up = has_state(rest)
   val = fd.starts["val"]
   val_batches, val_mask = fdata.padded_stream(
@@ -299,7 +343,7 @@ def build(stage: Stage, data: StageData, ctx: Context) -> Program:
       state=state, data=arrays, train_epoch=train_epoch, evaluate=evaluate,
       entry=_entry, total_epochs=epochs, steps_per_epoch=spe,
       should_stop=((lambda h: h[-1]["epochs_without_gain"] >= patience)
-                   if base else None),
+                   if base and patience is not None else None),
       info={"n_params": sum(int(np.size(x))
                             for x in jax.tree.leaves(params))})
 
