@@ -1,5 +1,6 @@
 """Tests of the ``grokfast-jax forecast`` command and its CSV loader."""
 
+import datetime
 import json
 import re
 
@@ -18,7 +19,8 @@ def write_csv(path, rows=220, header=("date", "HUFL", "OT"), *, date=True,
   for i in range(rows):
     values = [f"{np.sin(i / 5 + k) + 0.1 * rng.normal():.4f}"
               for k in range(len(header) - int(date) - (extra is not None))]
-    cells = ([f"2020-01-{1 + i // 24:02d} {i % 24:02d}:00:00"] if date
+    when = datetime.datetime(2020, 1, 1) + datetime.timedelta(hours=i)
+    cells = ([when.strftime("%Y-%m-%d %H:%M:%S")] if date
              else []) + values + ([extra] if extra is not None else [])
     if cell is not None and cell[0] == i:
       cells[cell[1]] = cell[2]
