@@ -34,11 +34,13 @@ def orthograd(*,
   up the logits and drives Softmax Collapse; rescaling keeps the step size of
   the optimizer that follows. Chain it first:
   ``optax.chain(orthograd(), optax.adamw(...))``. A leaf of zero weights
-  passes its gradient unchanged (up to :math:`\epsilon`). Where the gradient
-  is parallel to the weights, as it always is for a scalar (one-entry) leaf,
-  :math:`g_\perp` is rounding noise that the rescaling blows up to
-  :math:`\lVert g \rVert` (in the reference implementation too): leave such
-  leaves out with :func:`optax.masked`.
+  passes its gradient unchanged (up to :math:`\epsilon`). A one-entry leaf
+  (a scalar) is always parallel to its weight, so its :math:`g_\perp` is
+  exactly 0 here and so is its output (unless the weight is 0); the formula
+  above, as the reference computes it, would leave rounding noise that the
+  rescaling blows up to :math:`\pm\lVert g \rVert` or 0 depending on the
+  compiler. Where a larger gradient is parallel to its weights the same noise
+  remains: leave such leaves out with :func:`optax.masked`.
 
   Stateless; it needs the params, so call ``tx.update(grads, state, params)``.
   The arithmetic runs in at least float32 and the output keeps each gradient
@@ -85,8 +87,11 @@ def orthograd(*,
       dt = _common.at_least_f32(_common.compute_dtype(w.dtype, g.dtype))
       gf, wf = g.astype(dt), w.astype(dt)
       e = jnp.asarray(eps, dt)
-      proj = jnp.sum(wf * gf) / (jnp.sum(wf * wf) + e)
-      perp = gf - proj * wf
+      if g.size == 1:  # exactly parallel: no rounding noise to rescale
+        perp = jnp.where(wf == 0, gf, jnp.zeros_like(gf))
+      else:
+        proj = jnp.sum(wf * gf) / (jnp.sum(wf * wf) + e)
+        perp = gf - proj * wf
       scale = jnp.sqrt(jnp.sum(gf * gf)) / (jnp.sqrt(jnp.sum(perp * perp)) + e)
       return (perp * scale).astype(g.dtype)
 

@@ -115,8 +115,35 @@ def test_bad_arguments_raise_at_construction(kwargs, match):
 
 
 def test_schedules_and_tracers_are_not_validated_at_construction():
-  gj.grokfast_ema(alpha=lambda c: 2.0)  # a schedule: checked by nobody
-  jax.jit(lambda a: gj.grokfast_ema(alpha=a).init(jnp.zeros(2)).count)(1.5)
+  # A schedule is not called at construction (its values cannot be checked
+  # there) but at each update, with the update's count.
+  seen = []
+
+  def alpha(count):
+    seen.append(count)
+    return jnp.where(count == 0, 0.25, 0.5)
+
+  tx = gj.grokfast_ema(alpha=alpha, lamb=1.0)
+  assert seen == []
+  g1, g2, g3 = (jnp.array([1.0, -2.0]), jnp.array([3.0, 0.5]),
+                jnp.array([-1.0, 4.0]))
+  state = tx.init(jnp.zeros(2))
+  _, state = tx.update(g1, state)
+  out2, state = tx.update(g2, state)
+  out3, _ = tx.update(g3, state)
+  assert seen
+  mu2 = 0.5 * g1 + 0.5 * g2  # mu_1 = g_1; the second update's alpha is 0.5
+  np.testing.assert_allclose(out2, g2 + mu2, rtol=1e-6)
+  np.testing.assert_allclose(out3, g3 + 0.5 * mu2 + 0.5 * g3, rtol=1e-6)
+  # A traced alpha cannot be checked either: an out-of-range value is
+  # computed with, as a schedule's would be.
+  def second(a):
+    tx = gj.grokfast_ema(alpha=a, lamb=1.0)
+    _, s = tx.update(g1, tx.init(jnp.zeros(2)))
+    return tx.update(g2, s)[0]
+
+  np.testing.assert_allclose(jax.jit(second)(1.5),
+                             g2 + 1.5 * g1 - 0.5 * g2, rtol=1e-6)
 
 
 def test_no_retracing_across_steps():

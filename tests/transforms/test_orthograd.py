@@ -67,12 +67,21 @@ def test_zero_weights_and_zero_gradients():
   np.testing.assert_allclose(out["w"], np.zeros(3), atol=1e-6)
 
 
-def test_a_scalar_leaf_keeps_its_magnitude():
-  # g is parallel to w: g_perp is rounding noise, rescaled to |g| (as in the
-  # reference); documented, and the reason to mask scalars out.
-  out, _ = gj.orthograd().update({"s": jnp.asarray(0.3)}, optax.EmptyState(),
-                                 {"s": jnp.asarray(-1.7)})
-  assert abs(float(out["s"])) in (0.0, pytest.approx(0.3, rel=1e-6))
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_scalar_leaf_has_no_orthogonal_part(jit):
+  # g is parallel to w: g_perp is exactly 0 (the reference's formula leaves
+  # rounding noise, rescaled to +-|g| or 0 by the compiler's whim).
+  update = gj.orthograd().update
+  update = jax.jit(update) if jit else update
+  for w, g in ((-1.7, 0.3), (3.3, -0.2), (2.0, 1.0), (0.5, 0.3)):
+    out, _ = update({"s": jnp.asarray(g), "v": jnp.asarray([g])},
+                    optax.EmptyState(),
+                    {"s": jnp.asarray(w), "v": jnp.asarray([w])})
+    assert float(out["s"]) == 0.0 and float(out["v"][0]) == 0.0, (w, g)
+  # A zero weight has no direction to remove: the gradient passes.
+  out, _ = update({"s": jnp.asarray(0.3)}, optax.EmptyState(),
+                  {"s": jnp.asarray(0.0)})
+  assert float(out["s"]) == pytest.approx(0.3, rel=1e-6)
 
 
 @pytest.mark.usefixtures("strict_dtype_promotion")
