@@ -55,9 +55,21 @@ class RunCheckpointer:
     may_change: settings allowed to differ on resume.
 
   Example:
-    >>> ckpt = RunCheckpointer("/tmp/run", {"seed": 0})  # doctest: +SKIP
-    >>> ckpt.save(3, state, {"history": history})  # doctest: +SKIP
-    >>> state, record = ckpt.restore(abstract_state)  # doctest: +SKIP
+    >>> import tempfile, jax.numpy as jnp
+    >>> folder = tempfile.mkdtemp()
+    >>> state = {"w": jnp.arange(3.0), "step": jnp.asarray(3)}
+    >>> ckpt = RunCheckpointer(folder, {"seed": 0})
+    >>> ckpt.save(3, state, {"history": [{"epoch": 3, "loss": 0.5}]})
+    True
+    >>> ckpt.latest_epoch()
+    3
+    >>> restored, record = RunCheckpointer(folder, {"seed": 0}).restore(state)
+    >>> restored["w"].tolist(), record["epoch"], record["history"][0]["loss"]
+    ([0.0, 1.0, 2.0], 3, 0.5)
+    >>> RunCheckpointer(folder, {"seed": 1}).restore(state)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    grokfast_jax.experiments.checkpoint.CheckpointMismatchError: the checkpoint in ... (seed: checkpoint 0, this run 1). ...
   """
 
   def __init__(self, directory: os.PathLike | str, settings: Mapping[str, Any],
