@@ -1,10 +1,10 @@
 """Forecasters for the Spectral Attention experiments.
 
-DLinear, RLinear, PatchTST, a small iTransformer and FreTS. All map input
-windows (B, C, L) to forecasts (B, C, H) and can carry a
+DLinear, RLinear, PatchTST, a small iTransformer, FreTS and Crossformer.
+All map input windows (B, C, L) to forecasts (B, C, H) and can carry a
 :class:`~grokfast_jax.spectral_attention.BatchedSpectralAttention` on their
 (C, L) input: as in the BSA reference, on the raw window for DLinear (and for
-FreTS, which has no input normalization) and on the instance-normalized window
+FreTS and Crossformer, which have no input normalization) and on the instance-normalized window
 for the iTransformer; for RLinear and PatchTST (our choice) on the raw window
 in front of the model, before RevIN, whose statistics are then those of the
 filtered window, so that the BSA can move the level of the forecast as it does
@@ -26,6 +26,7 @@ from flax import nnx
 
 from grokfast_jax.experiments.forecasting.models._parts import (
     EncoderLayer, Forecaster, RevIN, moving_average, spectral_module)
+from grokfast_jax.experiments.forecasting.models.crossformer import Crossformer
 from grokfast_jax.experiments.forecasting.models.frets import FreTS
 from grokfast_jax.experiments.forecasting.models.linear import DLinear, RLinear
 from grokfast_jax.experiments.forecasting.models.transformer import (
@@ -33,13 +34,14 @@ from grokfast_jax.experiments.forecasting.models.transformer import (
     patch_count)
 
 __all__ = ["MODELS", "DLinear", "RLinear", "PatchTST", "ITransformer",
-           "FreTS", "RevIN", "Forecaster", "EncoderLayer", "moving_average",
+           "FreTS", "Crossformer", "RevIN", "Forecaster", "EncoderLayer", "moving_average",
            "spectral_module", "make_patches", "patch_count", "PATCH_LEN",
            "PATCH_STRIDE", "make_model", "check_shapes", "transfer_params"]
 
 # Name -> class, in the order the paper lists them.
 _CLASSES = {"dlinear": DLinear, "rlinear": RLinear, "patchtst": PatchTST,
-            "itransformer": ITransformer, "frets": FreTS}
+            "itransformer": ITransformer, "frets": FreTS,
+            "crossformer": Crossformer}
 MODELS = tuple(_CLASSES)
 
 def make_model(name: str, channels: int, lookback: int, horizon: int, *,
