@@ -1,6 +1,6 @@
 """Non-finite gradients: one NaN or Inf must not poison the filter state.
 
-Policy (README, "Non-finite gradients"): wrap the whole chain, filter
+Policy (docs/guides/checkpoints_devices.md, "Non-finite gradients"): wrap the whole chain, filter
 included, in `optax.apply_if_finite`. A step whose gradient holds a NaN or Inf
 is then skipped entirely: params, filter state and optimizer state stay as
 they were, and training continues as if the step had not happened.

@@ -20,7 +20,7 @@ Data sets (``--datasets``; files under ``--data-dir``) and their conventions:
   series).
 
 ``--protocol quick`` (default) trains as the command does by default;
-``--protocol reference`` as the authors' code (see the README). The
+``--protocol reference`` as the authors' code (see docs/guides/spectral_attention.md). The
 reference's learning-rate search is not run. ``--max-epochs`` and
 ``--patience`` override the protocol's base training (the first ETT table
 used 8 and 2).

@@ -113,7 +113,7 @@ class RunCheckpointer:
 
     Args:
       abstract_state: a tree like the state to restore (arrays or
-        `jax.ShapeDtypeStruct`s); it fixes the tree, shapes, dtypes and
+        ``jax.ShapeDtypeStruct`` values); it fixes the tree, shapes, dtypes and
         shardings of the result.
       epoch: which checkpoint; None for the newest.
 

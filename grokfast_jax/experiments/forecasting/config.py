@@ -20,8 +20,8 @@ from grokfast_jax.experiments.harness import Flag, option
 PROTOCOLS = ("quick", "reference")
 SCHEDULES = ("constant", "cosine")
 CLIPS = ("value", "norm")
-# What ``--protocol reference`` sets (unless a flag sets it): the authors'
-# training as their code runs it (see the forecasting README section).
+#: What ``--protocol reference`` sets (unless a flag sets it): the authors'
+#: training as their code runs it (see the Spectral Attention guide).
 REFERENCE = {"batch_size": 64, "lr": 3e-4, "weight_decay": 3e-5,
              "lr_decay": 0.9, "max_epochs": 30, "patience": None,
              "ft_batch_size": 256, "ft_epochs": 30, "ft_lr_spectral": 2.1e-2,
@@ -210,7 +210,7 @@ class ForecastConfig:
             "learnable_alpha": self.learnable_alpha, "bptt": self.bptt}
 
 
-# The command's flags that are not settings of the run.
+#: The command's flags that are not settings of the run.
 FLAGS = (
     Flag("--data", "data", help="CSV file with a header row (required)",
          metavar="PATH"),

@@ -35,8 +35,9 @@ SPLITS = ("ratio", "ett")
 ETT_HOURLY_BORDERS = (12 * 30 * 24, 4 * 30 * 24, 4 * 30 * 24)
 # Column names taken as the date column (case-insensitive).
 DATE_NAMES = ("date", "time", "timestamp")
-# The dates a date column may hold: year first (2016-07-01, 1990/1/1 0:00,
-# 2016.07.01T00:00:00.5+02:00, 2020-01), or plain numbers (a time index).
+#: The dates a date column may hold, year first (``2016-07-01``,
+#: ``1990/1/1 0:00``, ``2016.07.01T00:00:00.5+02:00``, ``2020-01``), or plain
+#: numbers (a time index).
 DATE_FORMS = ("YYYY-MM[-DD][ HH:MM[:SS[.f]]][Z|+HH:MM] (separators - / or .; "
               "T or a space before the time), or a number")
 _DATE = re.compile(

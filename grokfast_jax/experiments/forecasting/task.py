@@ -301,6 +301,9 @@ TASK = harness.Task(
     mesh_ok=False,
     custom_run=_command,
 )
-"""The task: its command (``custom_run``) reads the CSV file and runs
+"""The task. Its command (``custom_run``) reads the CSV file and runs
 :func:`run`, whose stages :func:`harness.train` trains (config: a
-:class:`training.Stage`, data: a :class:`training.StageData`)."""
+:class:`training.Stage`, data: a :class:`training.StageData`).
+
+:meta hide-value:
+"""

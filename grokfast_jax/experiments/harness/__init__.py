@@ -6,7 +6,7 @@ compiled chunked loop, evaluations, history, progress, checkpoints and exact
 resume, device meshes and several processes, ``results.json`` in one schema,
 plots, the comparison runner and the ``TASK`` / ``TASK-compare``
 subcommands, the figures and standard comparison the tasks report
-(:mod:`._report`, as ``report``) and sweeps: many seeds and settings of a
+(``_report.py``, as ``report``) and sweeps: many seeds and settings of a
 task as one vmapped program (:func:`sweep`, ``grokfast-jax sweep TASK``).
 Call :func:`train` from your own code to run a task's config.
 """

@@ -221,7 +221,7 @@ def _run_compare(task: Task, args: argparse.Namespace) -> int:
 
 def add_sweep_parser(subparsers: Any, tasks: list[Task]) -> None:
   """Adds ``sweep TASK``: many seeds and float settings of a task trained as
-  one vmapped program (:mod:`._sweep`), for the tasks that have one."""
+  one vmapped program (``_sweep.py``), for the tasks that have one."""
   tasks = [t for t in tasks if t.build_member is not None]
   if not tasks:
     return

@@ -2,7 +2,7 @@
 
 A sweep's members are runs of one task that differ only in their seed and in
 float hyperparameters (:attr:`~._task.Task.sweep_floats`). Each member's
-program comes from the task's :attr:`~._task.Task.build_member`, which
+program comes from the task's ``Task.build_member``, which
 builds the run's state and data from its own config (so its split,
 initialization and batch order come from its seed) with the swept floats
 held in the optimizer state (``optax.inject_hyperparams``): the members'

@@ -20,7 +20,7 @@ History = list[dict[str, Any]]
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-  """Where a run runs; given to :attr:`Task.build`.
+  """Where a run runs; given to ``Task.build``.
 
   Attributes:
     mesh: the device mesh, or None for one device.
@@ -185,7 +185,7 @@ class Task:
       single-run flow of the subcommand (a task with stages of its own, as
       forecasting); `options` is the harness's :class:`~._cli.Options`.
     build_member: ``(config, data, Context, names) -> Program`` for a sweep
-      (:mod:`._sweep`): the run of `config` with the float settings `names`
+      (``_sweep.py``): the run of `config` with the float settings `names`
       held in its state (``optax.inject_hyperparams``), so that runs
       differing only in seed and those settings share their functions;
       None: the task has no sweep.

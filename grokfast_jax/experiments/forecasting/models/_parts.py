@@ -36,7 +36,7 @@ def spectral_module(channels: int, lookback: int,
 
 class Forecaster(nnx.Module):
   """A model whose optional BSA filters the raw window and whose
-  :meth:`forecast` sees it through its RevIN, if it has one."""
+  ``forecast`` sees it through its RevIN, if it has one."""
 
   revin = None
 

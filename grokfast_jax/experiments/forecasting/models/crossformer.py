@@ -258,8 +258,8 @@ class Crossformer(Forecaster):
     d_model, heads, d_ff: token width (even, a multiple of heads), heads,
       feed-forward width of the TSA layers.
     e_layers: encoder scale blocks (>= 1); the decoder has e_layers + 1.
-    (channels, lookback, horizon, spectral, rngs: see the package
-    docstring; the BSA filters the raw window.)
+    channels, lookback, horizon, spectral, rngs: see the package
+      docstring (the BSA filters the raw window).
 
   Raises:
     ValueError: a look-back or horizon below 1, or bad sizes.

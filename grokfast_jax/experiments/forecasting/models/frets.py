@@ -163,8 +163,8 @@ class FreTS(Forecaster):
       temporal one (the reference as run: off).
     dense: full D x D complex products in the frequency MLPs (the reference
       as run: diagonal, off).
-    (channels, lookback, horizon, spectral, rngs: see the package docstring;
-    the BSA filters the raw window.)
+    channels, lookback, horizon, spectral, rngs: see the package docstring
+      (the BSA filters the raw window).
   """
 
   def __init__(self, channels: int, lookback: int, horizon: int, *,

@@ -16,7 +16,7 @@ class DLinear(Forecaster):
 
   Args:
     kernel: moving-average width of the trend/seasonal decomposition.
-    (channels, lookback, horizon, spectral, rngs: see the module docstring.)
+    channels, lookback, horizon, spectral, rngs: see the module docstring.
   """
 
   def __init__(self, channels: int, lookback: int, horizon: int, *,

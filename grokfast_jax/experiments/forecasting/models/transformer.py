@@ -27,8 +27,8 @@ class ITransformer(nnx.Module):
 
   Args:
     d_model, heads, d_ff, layers: encoder shape.
-    (channels, lookback, horizon, spectral, rngs: see the module docstring;
-    the BSA filters the normalized window.)
+    channels, lookback, horizon, spectral, rngs: see the module docstring
+      (the BSA filters the normalized window).
   """
 
   def __init__(self, channels: int, lookback: int, horizon: int, *,
@@ -94,8 +94,8 @@ class PatchTST(Forecaster):
   Args:
     patch_len, stride: patching (`lookback` >= patch_len - stride).
     d_model, heads, d_ff, layers: encoder shape.
-    (channels, lookback, horizon, spectral, rngs: see the module docstring;
-    the BSA filters the raw window, before RevIN.)
+    channels, lookback, horizon, spectral, rngs: see the module docstring
+      (the BSA filters the raw window, before RevIN).
 
   Raises:
     ValueError: a look-back too short for one patch.
