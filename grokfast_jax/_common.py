@@ -23,16 +23,26 @@ def _concrete_float(value: Any) -> Optional[float]:
     return None
   try:
     arr = np.asarray(value)
-  except (TypeError, jax.errors.ConcretizationTypeError,
-          jax.errors.TracerArrayConversionError):
+  except (
+    TypeError,
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+  ):
     return None
   if arr.shape != ():
     raise ValueError(f"expected a scalar hyperparameter, got shape {arr.shape}")
   return float(arr)
 
 
-def check_in_range(name: str, value: Any, *, lo: float, hi: float,
-                   lo_open: bool = False, hi_open: bool = False) -> None:
+def check_in_range(
+  name: str,
+  value: Any,
+  *,
+  lo: float,
+  hi: float,
+  lo_open: bool = False,
+  hi_open: bool = False,
+) -> None:
   """Raise a ValueError naming `name` unless a concrete `value` lies in range.
 
   Schedules and traced values (as `optax.inject_hyperparams` passes them) are
@@ -47,20 +57,25 @@ def check_in_range(name: str, value: Any, *, lo: float, hi: float,
     lb = "(" if lo_open else "["
     rb = ")" if hi_open else "]"
     raise ValueError(
-        f"{name} must be a finite number in {lb}{lo:g}, {hi:g}{rb}, got {x!r}")
+      f"{name} must be a finite number in {lb}{lo:g}, {hi:g}{rb}, got {x!r}"
+    )
 
 
 def static_positive_int(name: str, value: Any) -> int:
   """`value` as a Python int >= 1, or a ValueError naming `name`."""
   if isinstance(value, jax.core.Tracer):
     raise ValueError(
-        f"{name} sets the shape of the filter state and must be a static Python "
-        f"int >= 1, got a traced value; with optax.inject_hyperparams pass "
-        f"static_args=('{name}',)")
+      f"{name} sets the shape of the filter state and must be a static Python "
+      f"int >= 1, got a traced value; with optax.inject_hyperparams pass "
+      f"static_args=('{name}',)"
+    )
   if isinstance(value, (bool, np.bool_)):
     raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-  if isinstance(value, (jax.Array, np.ndarray)) and value.shape == () and (
-      jnp.issubdtype(value.dtype, jnp.integer)):
+  if (
+    isinstance(value, (jax.Array, np.ndarray))
+    and value.shape == ()
+    and (jnp.issubdtype(value.dtype, jnp.integer))
+  ):
     value = int(value)
   if not isinstance(value, numbers.Integral) or value < 1:
     raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -85,8 +100,11 @@ def compute_dtype(state_dtype: Any, update_dtype: Any) -> jnp.dtype:
 
 def state_dtype_for(param: Any, accumulator_dtype: Any) -> jnp.dtype:
   """The state dtype for one leaf: `accumulator_dtype`, else the param's."""
-  return jnp.dtype(accumulator_dtype) if accumulator_dtype is not None else (
-      jnp.result_type(param))
+  return (
+    jnp.dtype(accumulator_dtype)
+    if accumulator_dtype is not None
+    else (jnp.result_type(param))
+  )
 
 
 def at_least_f32(dtype: Any) -> jnp.dtype:
@@ -97,8 +115,9 @@ def at_least_f32(dtype: Any) -> jnp.dtype:
   return dtype
 
 
-def zeros_state(param: Any, dtype: Any,
-                lead: tuple[int, ...] = ()) -> jax.Array:
+def zeros_state(
+  param: Any, dtype: Any, lead: tuple[int, ...] = ()
+) -> jax.Array:
   """Zeros of `dtype` and shape `lead + param.shape`, placed like `param`.
 
   A concrete sharded `param` gives state sharded the same way (the `lead`
@@ -125,11 +144,13 @@ def canonical_dtype(accumulator_dtype: Any) -> Optional[jnp.dtype]:
     dt = jnp.dtype(accumulator_dtype)
   except TypeError as e:
     raise ValueError(
-        f"accumulator_dtype must be None or a floating dtype, got "
-        f"{accumulator_dtype!r}") from e
+      f"accumulator_dtype must be None or a floating dtype, got "
+      f"{accumulator_dtype!r}"
+    ) from e
   if not jnp.issubdtype(dt, jnp.floating):
     raise ValueError(
-        f"accumulator_dtype must be None or a floating dtype, got {dt}")
+      f"accumulator_dtype must be None or a floating dtype, got {dt}"
+    )
   return jax.dtypes.canonicalize_dtype(dt)
 
 
@@ -140,8 +161,8 @@ def is_none(x: Any) -> bool:
 def tree_map_none(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
   """`jax.tree.map` that passes `None` leaves of `tree` through as `None`."""
   return jax.tree.map(
-      lambda x, *r: None if x is None else fn(x, *r), tree, *rest,
-      is_leaf=is_none)
+    lambda x, *r: None if x is None else fn(x, *r), tree, *rest, is_leaf=is_none
+  )
 
 
 def unzip_pairs(like: Any, pairs: Any, n: int = 2) -> tuple[Any, ...]:
@@ -149,5 +170,6 @@ def unzip_pairs(like: Any, pairs: Any, n: int = 2) -> tuple[Any, ...]:
   outer = jax.tree.structure(like, is_leaf=is_none)
   flat = outer.flatten_up_to(pairs)
   return tuple(
-      outer.unflatten([None if p is None else p[i] for p in flat])
-      for i in range(n))
+    outer.unflatten([None if p is None else p[i] for p in flat])
+    for i in range(n)
+  )

@@ -43,17 +43,16 @@ def enable_compile_cache(disable: bool = False) -> Optional[Path]:
   Returns:
     The cache folder, or None when the cache stays off.
   """
-  off = os.environ.get(NO_CACHE_ENV, "").strip().lower() in ("1", "true",
-                                                              "yes")
+  off = os.environ.get(NO_CACHE_ENV, "").strip().lower() in ("1", "true", "yes")
   if disable or off:
     return None
   import jax
+
   path = compile_cache_dir()
   try:
     path.mkdir(parents=True, exist_ok=True)
   except OSError as e:
-    print(f"grokfast-jax: warning: no compilation cache ({e})",
-          file=sys.stderr)
+    print(f"grokfast-jax: warning: no compilation cache ({e})", file=sys.stderr)
     return None
   jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -63,12 +62,14 @@ def enable_compile_cache(disable: bool = False) -> Optional[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
   from grokfast_jax.experiments import harness
+
   parser = argparse.ArgumentParser(
-      prog="grokfast-jax",
-      description="Grokfast experiments: baseline vs gradient-filtered runs.")
+    prog="grokfast-jax",
+    description="Grokfast experiments: baseline vs gradient-filtered runs.",
+  )
   sub = parser.add_subparsers(dest="command", required=True)
   tasks = []
-  for name, module in registry.TASKS.items():
+  for module in registry.TASKS.values():
     try:
       mod = importlib.import_module(module)
     except ModuleNotFoundError as e:

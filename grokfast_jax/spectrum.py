@@ -59,33 +59,35 @@ class RecordGradientsState(NamedTuple):
   coords: SampledCoordinates
 
 
-def _sample_coordinates(params: Any, num_coords: int,
-                        seed: int) -> SampledCoordinates:
+def _sample_coordinates(
+  params: Any, num_coords: int, seed: int
+) -> SampledCoordinates:
   with_paths = jax.tree_util.tree_flatten_with_path(params)[0]
-  sizes = np.array([int(np.prod(jnp.shape(x))) for _, x in with_paths],
-                   np.int64)
+  sizes = np.array(
+    [int(np.prod(jnp.shape(x))) for _, x in with_paths], np.int64
+  )
   total = int(sizes.sum())
   if total == 0:
     raise ValueError("record_gradients: the params hold no entries to sample")
   rng = np.random.default_rng(seed)
-  flat = np.sort(rng.choice(total, size=num_coords,
-                            replace=num_coords > total))
+  flat = np.sort(rng.choice(total, size=num_coords, replace=num_coords > total))
   ends = np.cumsum(sizes)
   leaves = np.searchsorted(ends, flat, side="right")
   indices = flat - (ends - sizes)[leaves]
   paths = [jax.tree_util.keystr(path) for path, _ in with_paths]
   return SampledCoordinates(
-      paths=tuple(paths[i] for i in leaves),
-      leaves=tuple(int(i) for i in leaves),
-      indices=tuple(int(i) for i in indices))
+    paths=tuple(paths[i] for i in leaves),
+    leaves=tuple(int(i) for i in leaves),
+    indices=tuple(int(i) for i in indices),
+  )
 
 
 def record_gradients(
-    num_coords: int = 64,
-    every: int = 1,
-    *,
-    buffer_size: int = 4096,
-    seed: int = 0,
+  num_coords: int = 64,
+  every: int = 1,
+  *,
+  buffer_size: int = 4096,
+  seed: int = 0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""A pass-through transform that records sampled gradient coordinates.
 
@@ -142,9 +144,11 @@ def record_gradients(
   def init_fn(params):
     coords = _sample_coordinates(params, num_coords, seed)
     return RecordGradientsState(
-        count=jnp.zeros([], jnp.int32), written=jnp.zeros([], jnp.int32),
-        buffer=jnp.zeros((buffer_size, num_coords), jnp.float32),
-        coords=coords)
+      count=jnp.zeros([], jnp.int32),
+      written=jnp.zeros([], jnp.int32),
+      buffer=jnp.zeros((buffer_size, num_coords), jnp.float32),
+      coords=coords,
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -152,27 +156,33 @@ def record_gradients(
     coords = state.coords
     if coords.leaves and coords.leaves[-1] >= len(leaves):
       raise ValueError(
-          f"record_gradients: the updates have {len(leaves)} leaves, fewer "
-          f"than the params it was initialized with")
+        f"record_gradients: the updates have {len(leaves)} leaves, fewer "
+        f"than the params it was initialized with"
+      )
     leaf_ids = np.asarray(coords.leaves)
     flat_idx = np.asarray(coords.indices)
     parts = []
     for i in np.unique(leaf_ids):
       g = leaves[i]
       take = flat_idx[leaf_ids == i]
-      parts.append(jnp.take(jnp.ravel(g), jnp.asarray(take)).astype(
-          jnp.float32))
+      parts.append(
+        jnp.take(jnp.ravel(g), jnp.asarray(take)).astype(jnp.float32)
+      )
     row = jnp.concatenate(parts)
     count, written = state.count, state.written
     write = count % every == 0
     slot = written % buffer_size
     old = jax.lax.dynamic_index_in_dim(state.buffer, slot, 0, keepdims=False)
     buffer = jax.lax.dynamic_update_index_in_dim(
-        state.buffer, jnp.where(write, row, old), slot, 0)
+      state.buffer, jnp.where(write, row, old), slot, 0
+    )
     written = jnp.where(write, optax.safe_increment(written), written)
     return updates, RecordGradientsState(
-        count=optax.safe_increment(count), written=written, buffer=buffer,
-        coords=coords)
+      count=optax.safe_increment(count),
+      written=written,
+      buffer=buffer,
+      coords=coords,
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -191,9 +201,9 @@ def gradient_history(state: RecordGradientsState) -> np.ndarray:
 
 
 def gradient_spectrum(
-    state_or_array: Union[RecordGradientsState, Any],
-    *,
-    detrend: bool = True,
+  state_or_array: Union[RecordGradientsState, Any],
+  *,
+  detrend: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
   r"""The mean power spectrum of recorded gradient coordinates.
 
@@ -240,7 +250,8 @@ def gradient_spectrum(
     raise ValueError(f"expected an array [T] or [T, K], got shape {x.shape}")
   if x.shape[0] < 2:
     raise ValueError(
-        f"need at least 2 records for a spectrum, got {x.shape[0]}")
+      f"need at least 2 records for a spectrum, got {x.shape[0]}"
+    )
   if detrend:
     x = x - x.mean(axis=0, keepdims=True)
   t = x.shape[0]
@@ -249,13 +260,14 @@ def gradient_spectrum(
 
 
 def plot_spectrum(
-    freqs: Any,
-    power: Any,
-    path: Union[str, os.PathLike],
-    *,
-    filters: Optional[Mapping[str, tuple[Sequence[float],
-                                         Sequence[float]]]] = None,
-    title: str = "gradient power spectrum",
+  freqs: Any,
+  power: Any,
+  path: Union[str, os.PathLike],
+  *,
+  filters: Optional[
+    Mapping[str, tuple[Sequence[float], Sequence[float]]]
+  ] = None,
+  title: str = "gradient power spectrum",
 ) -> Path:
   """Plots a gradient power spectrum with filters' power gains over it.
 
@@ -288,8 +300,9 @@ def plot_spectrum(
   fig = Figure(figsize=(7, 4.5))
   FigureCanvasAgg(fig)
   ax = fig.add_subplot()
-  lines = ax.plot(freqs[keep], power[keep], color="k", lw=1.0,
-                  label="gradient power")
+  lines = ax.plot(
+    freqs[keep], power[keep], color="k", lw=1.0, label="gradient power"
+  )
   ax.set_xscale("log")
   ax.set_yscale("log")
   ax.set_xlabel("frequency (cycles / step)")
@@ -304,8 +317,9 @@ def plot_spectrum(
     gain_ax.set_ylabel("filter power gain |H(f)|²")
   ax.grid(True, which="both", alpha=0.3)
   ax.set_title(title)
-  ax.legend(lines, [ln.get_label() for ln in lines], loc="best",
-            fontsize="small")
+  ax.legend(
+    lines, [ln.get_label() for ln in lines], loc="best", fontsize="small"
+  )
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   return path

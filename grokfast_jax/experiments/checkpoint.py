@@ -72,9 +72,15 @@ class RunCheckpointer:
     grokfast_jax.experiments.checkpoint.CheckpointMismatchError: the checkpoint in ... (seed: checkpoint 0, this run 1). ...
   """
 
-  def __init__(self, directory: os.PathLike | str, settings: Mapping[str, Any],
-               *, every: int = 1, keep: int = 2,
-               may_change: Iterable[str] = RESUMABLE_CHANGES):
+  def __init__(
+    self,
+    directory: os.PathLike | str,
+    settings: Mapping[str, Any],
+    *,
+    every: int = 1,
+    keep: int = 2,
+    may_change: Iterable[str] = RESUMABLE_CHANGES,
+  ):
     if every < 1:
       raise ValueError(f"every must be an int >= 1, got {every!r}")
     if keep < 1:
@@ -84,10 +90,13 @@ class RunCheckpointer:
     self.every = every
     self.may_change = set(may_change)
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "record": ocp.JsonCheckpointHandler()})
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      item_handlers={
+        "state": ocp.StandardCheckpointHandler(),
+        "record": ocp.JsonCheckpointHandler(),
+      },
+    )
 
   def latest_epoch(self) -> Optional[int]:
     """The epoch of the newest checkpoint, or None when there is none."""
@@ -96,19 +105,25 @@ class RunCheckpointer:
   def check_settings(self, stored: Mapping[str, Any]) -> None:
     """Raise CheckpointMismatchError naming every setting that differs."""
     keys = sorted(set(stored) | set(self.settings))
-    diffs = [f"{k}: checkpoint {stored.get(k, '<absent>')!r}, this run "
-             f"{self.settings.get(k, '<absent>')!r}"
-             for k in keys if k not in self.may_change
-             and stored.get(k, "<absent>") != self.settings.get(k, "<absent>")]
+    diffs = [
+      f"{k}: checkpoint {stored.get(k, '<absent>')!r}, this run "
+      f"{self.settings.get(k, '<absent>')!r}"
+      for k in keys
+      if k not in self.may_change
+      and stored.get(k, "<absent>") != self.settings.get(k, "<absent>")
+    ]
     if diffs:
       raise CheckpointMismatchError(
-          f"the checkpoint in {self.directory} was written by a run with "
-          f"other settings; refusing to restore it into this one ("
-          + "; ".join(diffs) + "). Resume with the checkpoint's settings, or "
-          "start the new run in another checkpoint folder.")
+        f"the checkpoint in {self.directory} was written by a run with "
+        f"other settings; refusing to restore it into this one ("
+        + "; ".join(diffs)
+        + "). Resume with the checkpoint's settings, or "
+        "start the new run in another checkpoint folder."
+      )
 
-  def restore(self, abstract_state: Any,
-              epoch: Optional[int] = None) -> tuple[Any, dict[str, Any]]:
+  def restore(
+    self, abstract_state: Any, epoch: Optional[int] = None
+  ) -> tuple[Any, dict[str, Any]]:
     """The state and record saved at `epoch` (default: the newest).
 
     Args:
@@ -130,36 +145,55 @@ class RunCheckpointer:
     if epoch is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     record = self._manager.restore(
-        epoch, args=ocp.args.Composite(record=ocp.args.JsonRestore()))["record"]
+      epoch, args=ocp.args.Composite(record=ocp.args.JsonRestore())
+    )["record"]
     self.check_settings(record["settings"])
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
     # Compare what is on disk with the target before restoring: Orbax would
     # refuse other shapes, but cast other dtypes silently.
-    stored = {m.name: m for m in jax.tree.leaves(
-        self._manager.item_metadata(epoch)["state"].tree)}
-    wanted = {_dotted(path): leaf for path, leaf
-              in jax.tree_util.tree_leaves_with_path(target)}
-    problems = [f"{k}: missing from the checkpoint" for k in wanted
-                if k not in stored]
-    problems += [f"{k}: in the checkpoint, not in this run" for k in stored
-                 if k not in wanted]
+    stored = {
+      m.name: m
+      for m in jax.tree.leaves(self._manager.item_metadata(epoch)["state"].tree)
+    }
+    wanted = {
+      _dotted(path): leaf
+      for path, leaf in jax.tree_util.tree_leaves_with_path(target)
+    }
+    problems = [
+      f"{k}: missing from the checkpoint" for k in wanted if k not in stored
+    ]
     problems += [
-        f"{k}: saved {tuple(stored[k].shape)} {stored[k].dtype}, this run "
-        f"{tuple(v.shape)} {v.dtype}"
-        for k, v in wanted.items() if k in stored and (
-            tuple(stored[k].shape) != tuple(v.shape)
-            or stored[k].dtype != v.dtype)]
+      f"{k}: in the checkpoint, not in this run"
+      for k in stored
+      if k not in wanted
+    ]
+    problems += [
+      f"{k}: saved {tuple(stored[k].shape)} {stored[k].dtype}, this run "
+      f"{tuple(v.shape)} {v.dtype}"
+      for k, v in wanted.items()
+      if k in stored
+      and (
+        tuple(stored[k].shape) != tuple(v.shape) or stored[k].dtype != v.dtype
+      )
+    ]
     if problems:
       raise CheckpointMismatchError(
-          f"the state saved in {self.directory} (epoch {epoch}) does not fit "
-          f"this run's state; refusing to restore it: " + "; ".join(problems))
+        f"the state saved in {self.directory} (epoch {epoch}) does not fit "
+        f"this run's state; refusing to restore it: " + "; ".join(problems)
+      )
     state = self._manager.restore(
-        epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target)))["state"]
+      epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(target))
+    )["state"]
     return state, record
 
-  def save(self, epoch: int, state: Any, record: Mapping[str, Any],
-           *, force: bool = False) -> bool:
+  def save(
+    self,
+    epoch: int,
+    state: Any,
+    record: Mapping[str, Any],
+    *,
+    force: bool = False,
+  ) -> bool:
     """Saves `state` and `record` at `epoch` if it is due (or `force`).
 
     Returns:
@@ -169,9 +203,12 @@ class RunCheckpointer:
       return False
     full = dict(record, settings=self.settings, epoch=epoch)
     self._manager.save(
-        epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                       record=ocp.args.JsonSave(full)),
-        force=True)
+      epoch,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(full)
+      ),
+      force=True,
+    )
     self._manager.wait_until_finished()
     return True
 

@@ -17,8 +17,15 @@ import platform
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-HISTORY_KEYS = ("step", "epoch", "train_loss", "train_acc", "val_loss",
-                "val_acc", "seconds")
+HISTORY_KEYS = (
+  "step",
+  "epoch",
+  "train_loss",
+  "train_acc",
+  "val_loss",
+  "val_acc",
+  "seconds",
+)
 
 PathLike = Union[str, os.PathLike]
 
@@ -70,9 +77,9 @@ def save_results(out_dir: PathLike, results: Mapping[str, Any]) -> Path:
 
 
 def steps_to_threshold(
-    history: Sequence[Mapping[str, Any]],
-    key: str = "val_acc",
-    threshold: float = 0.95,
+  history: Sequence[Mapping[str, Any]],
+  key: str = "val_acc",
+  threshold: float = 0.95,
 ) -> tuple[Optional[int], Optional[float]]:
   """Step and seconds of the first history entry with ``entry[key] >= threshold``.
 
@@ -105,20 +112,26 @@ def versions() -> dict[str, str]:
   import optax
 
   import grokfast_jax
-  return {"python": platform.python_version(), "jax": jax.__version__,
-          "jaxlib": getattr(jax.lib, "__version__", jax.__version__),
-          "optax": optax.__version__, "flax": flax.__version__,
-          "grokfast_jax": grokfast_jax.__version__, "numpy": np.__version__}
+
+  return {
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "jaxlib": getattr(jax.lib, "__version__", jax.__version__),
+    "optax": optax.__version__,
+    "flax": flax.__version__,
+    "grokfast_jax": grokfast_jax.__version__,
+    "numpy": np.__version__,
+  }
 
 
 def plot_curves(
-    runs: Mapping[str, Sequence[Mapping[str, Any]]],
-    path: PathLike,
-    title: str,
-    *,
-    metric: str = "acc",
-    ylabel: str = "accuracy",
-    log_y: bool = False,
+  runs: Mapping[str, Sequence[Mapping[str, Any]]],
+  path: PathLike,
+  title: str,
+  *,
+  metric: str = "acc",
+  ylabel: str = "accuracy",
+  log_y: bool = False,
 ) -> Path:
   """Plots train (dashed) and validation (solid) curves against step.
 
@@ -152,9 +165,11 @@ def plot_curves(
   for i, (label, history) in enumerate(runs.items()):
     colour = colours[i % len(colours)]
     for split, style in (("train", "--"), ("val", "-")):
-      points = [(h["step"], h[f"{split}_{metric}"]) for h in history
-                if h.get("step", 0) > 0
-                and h.get(f"{split}_{metric}") is not None]
+      points = [
+        (h["step"], h[f"{split}_{metric}"])
+        for h in history
+        if h.get("step", 0) > 0 and h.get(f"{split}_{metric}") is not None
+      ]
       if points:
         ax.plot(*zip(*points), style, color=colour, label=f"{label} {split}")
   ax.set_xscale("log")
@@ -185,8 +200,10 @@ class Progress:
     """Opens a bar of `total` steps labelled `desc` (`disable`: hidden, as
     with ``--no-progress``)."""
     from tqdm.auto import tqdm
-    self._bar = tqdm(total=total, desc=desc, disable=disable, unit="step",
-                     dynamic_ncols=True)
+
+    self._bar = tqdm(
+      total=total, desc=desc, disable=disable, unit="step", dynamic_ncols=True
+    )
     self._step = 0
 
   def update_to(self, entry: Mapping[str, Any]) -> None:
@@ -195,15 +212,19 @@ class Progress:
     self._bar.update(max(step - self._step, 0))
     self._step = max(step, self._step)
     self._bar.set_postfix(
-        {k: f"{entry[k]:.3f}" for k in ("train_acc", "val_acc", "train_loss",
-                                         "val_loss") if entry.get(k) is not None},
-        refresh=False)
+      {
+        k: f"{entry[k]:.3f}"
+        for k in ("train_acc", "val_acc", "train_loss", "val_loss")
+        if entry.get(k) is not None
+      },
+      refresh=False,
+    )
 
   def close(self) -> None:
     """Closes the bar."""
     self._bar.close()
 
-  def __enter__(self) -> "Progress":
+  def __enter__(self) -> Progress:
     return self
 
   def __exit__(self, *exc: Any) -> None:

@@ -12,11 +12,11 @@ import importlib
 from typing import Any
 
 TASKS = {
-    "modular": "grokfast_jax.experiments.modular.task",
-    "mnist": "grokfast_jax.experiments.mnist.task",
-    "qm9": "grokfast_jax.experiments.qm9.task",
-    "imdb": "grokfast_jax.experiments.imdb.task",
-    "forecast": "grokfast_jax.experiments.forecasting.task",
+  "modular": "grokfast_jax.experiments.modular.task",
+  "mnist": "grokfast_jax.experiments.mnist.task",
+  "qm9": "grokfast_jax.experiments.qm9.task",
+  "imdb": "grokfast_jax.experiments.imdb.task",
+  "forecast": "grokfast_jax.experiments.forecasting.task",
 }
 
 

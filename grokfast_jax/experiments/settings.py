@@ -15,8 +15,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import (TYPE_CHECKING, Any, Callable, Mapping, NamedTuple,
-                    Optional, Sequence)
+from typing import (
+  TYPE_CHECKING,
+  Any,
+  Callable,
+  Mapping,
+  NamedTuple,
+  Optional,
+  Sequence,
+)
 
 import jax
 
@@ -28,11 +35,17 @@ if TYPE_CHECKING:
 GROKFAST_FILTERS = ("none", "ema", "ma")
 
 # The filter knobs each filter leaves unused (dropped from settings dicts).
-_UNUSED_KNOBS = {"none": ("alpha", "lamb", "window_size"),
-                 "ema": ("window_size",), "ma": ("alpha",)}
+_UNUSED_KNOBS = {
+  "none": ("alpha", "lamb", "window_size"),
+  "ema": ("window_size",),
+  "ma": ("alpha",),
+}
 # The knobs each filter takes, in the order of :func:`filter_knobs`.
-_KNOB_NAMES = {"none": (), "ema": ("alpha", "lamb"),
-               "ma": ("window_size", "lamb")}
+_KNOB_NAMES = {
+  "none": (),
+  "ema": ("alpha", "lamb"),
+  "ma": ("window_size", "lamb"),
+}
 
 
 def check(name: str, value: Any, ok: bool, allowed: str) -> None:
@@ -64,8 +77,9 @@ def check_filter(filter: str, filters: Sequence[str]) -> None:
     raise ValueError(f"filter must be one of {filters}, got {filter!r}")
 
 
-def check_optimizer_settings(cfg: Any, filters: Sequence[str], *,
-                             finite: bool = False) -> None:
+def check_optimizer_settings(
+  cfg: Any, filters: Sequence[str], *, finite: bool = False
+) -> None:
   """Validates a config's filter, alpha, lamb, window_size, weight_decay and
   lr, in this order.
 
@@ -88,14 +102,22 @@ def check_optimizer_settings(cfg: Any, filters: Sequence[str], *,
 
   check("lamb", cfg.lamb, cfg.lamb >= 0 and bounded(cfg.lamb), ">= 0" + suffix)
   check("window_size", cfg.window_size, cfg.window_size >= 1, ">= 1")
-  check("weight_decay", cfg.weight_decay,
-        cfg.weight_decay >= 0 and bounded(cfg.weight_decay), ">= 0" + suffix)
+  check(
+    "weight_decay",
+    cfg.weight_decay,
+    cfg.weight_decay >= 0 and bounded(cfg.weight_decay),
+    ">= 0" + suffix,
+  )
   check("lr", cfg.lr, cfg.lr > 0 and bounded(cfg.lr), "> 0" + suffix)
 
 
-def config_with_defaults(cls: type, filters: Sequence[str],
-                         defaults: Mapping[str, Mapping[str, Any]],
-                         filter: str, overrides: Mapping[str, Any]) -> Any:
+def config_with_defaults(
+  cls: type,
+  filters: Sequence[str],
+  defaults: Mapping[str, Mapping[str, Any]],
+  filter: str,
+  overrides: Mapping[str, Any],
+) -> Any:
   """``cls(filter=filter, **defaults[filter])`` updated by `overrides`.
 
   Args:
@@ -125,9 +147,13 @@ def config_with_defaults(cls: type, filters: Sequence[str],
   return cls(filter=filter, **fields)
 
 
-def config_from_flags(cls: type, filters: Sequence[str],
-                      defaults: Mapping[str, Mapping[str, Any]],
-                      given: Mapping[str, Any], default: str = "ema") -> Any:
+def config_from_flags(
+  cls: type,
+  filters: Sequence[str],
+  defaults: Mapping[str, Mapping[str, Any]],
+  given: Mapping[str, Any],
+  default: str = "ema",
+) -> Any:
   """The config of the flags `given` (field -> value, absent when not given):
   :func:`config_with_defaults` of the given filter (`default` if none) and
   the other values; with filter "none" the filter knobs given are ignored.
@@ -198,9 +224,11 @@ class FilterSettingsMixin:
   @property
   def label(self) -> str:
     """The settings that tell runs apart, e.g. "alpha 0.8, lamb 0.1, wd 2"."""
-    knobs = {"none": [],
-             "ema": [f"alpha {self.alpha:g}", f"lamb {self.lamb:g}"],
-             "ma": [f"window {self.window_size}", f"lamb {self.lamb:g}"]}
+    knobs = {
+      "none": [],
+      "ema": [f"alpha {self.alpha:g}", f"lamb {self.lamb:g}"],
+      "ma": [f"window {self.window_size}", f"lamb {self.lamb:g}"],
+    }
     return ", ".join(knobs[self.filter] + [f"wd {self.weight_decay:g}"])
 
   def filter_settings_dict(self, **extra: Any) -> dict[str, Any]:
@@ -219,9 +247,13 @@ def filter_knobs(cfg: Any) -> tuple:
   return tuple(getattr(cfg, name) for name in _KNOB_NAMES[cfg.filter])
 
 
-def grokfast_filter(filter: str, *, alpha: Any = None, lamb: Any = None,
-                    window_size: Optional[int] = None,
-                    ) -> Optional["optax.GradientTransformation"]:
+def grokfast_filter(
+  filter: str,
+  *,
+  alpha: Any = None,
+  lamb: Any = None,
+  window_size: Optional[int] = None,
+) -> Optional[optax.GradientTransformation]:
   """The Grokfast gradient filter `filter` names, or None for "none".
 
   Args:
@@ -235,6 +267,7 @@ def grokfast_filter(filter: str, *, alpha: Any = None, lamb: Any = None,
     None (any other `filter`).
   """
   import grokfast_jax as gj
+
   if filter == "ema":
     return gj.grokfast_ema(alpha=alpha, lamb=lamb)
   if filter == "ma":
@@ -243,8 +276,9 @@ def grokfast_filter(filter: str, *, alpha: Any = None, lamb: Any = None,
 
 
 @functools.lru_cache(maxsize=32)
-def filtered_adamw(filter: str, knobs: tuple, lr: float,
-                   weight_decay: float) -> "optax.GradientTransformation":
+def filtered_adamw(
+  filter: str, knobs: tuple, lr: float, weight_decay: float
+) -> optax.GradientTransformation:
   """AdamW, behind the Grokfast filter `filter` names (if any). Cached:
   equal settings share one (stateless) object and compiled training.
 
@@ -258,17 +292,18 @@ def filtered_adamw(filter: str, knobs: tuple, lr: float,
     ``adamw`` for "none", else ``chain(grokfast_<filter>, adamw)``.
   """
   import optax
+
   adamw = optax.adamw(lr, weight_decay=weight_decay)
-  grokfast = grokfast_filter(filter, **dict(zip(_KNOB_NAMES.get(filter, ()),
-                                                knobs)))
+  grokfast = grokfast_filter(
+    filter, **dict(zip(_KNOB_NAMES.get(filter, ()), knobs))
+  )
   return adamw if grokfast is None else optax.chain(grokfast, adamw)
 
 
-def make_optimizer(cfg: Any) -> "optax.GradientTransformation":
+def make_optimizer(cfg: Any) -> optax.GradientTransformation:
   """:func:`filtered_adamw` of a config's filter, knobs, lr and weight decay
   (equal settings share one object and with it the compiled training)."""
-  return filtered_adamw(cfg.filter, filter_knobs(cfg), cfg.lr,
-                        cfg.weight_decay)
+  return filtered_adamw(cfg.filter, filter_knobs(cfg), cfg.lr, cfg.weight_decay)
 
 
 class TrainState(NamedTuple):
@@ -295,15 +330,19 @@ def count_params(params: Any) -> int:
   return sum(int(math.prod(p.shape)) for p in jax.tree.leaves(params))
 
 
-def seed_keys(seed: int) -> tuple["jax.Array", "jax.Array"]:
+def seed_keys(seed: int) -> tuple[jax.Array, jax.Array]:
   """``split(key(seed))``: the initialization key and the shuffle key."""
   init_key, shuffle_key = jax.random.split(jax.random.key(seed))
   return init_key, shuffle_key
 
 
 @functools.lru_cache(maxsize=32)
-def shuffled_epoch(update: Callable, steps: int, batch_size: int,
-                   keys: tuple[str, str] = ("x", "y")) -> Callable:
+def shuffled_epoch(
+  update: Callable,
+  steps: int,
+  batch_size: int,
+  keys: tuple[str, str] = ("x", "y"),
+) -> Callable:
   """One epoch of shuffled minibatches: ``train_epoch(state, epoch, data)``.
 
   Splits the state's `key` (carried, so the order is a function of the seed
@@ -328,16 +367,18 @@ def shuffled_epoch(update: Callable, steps: int, batch_size: int,
     x, y = data[keys[0]], data[keys[1]]
     key, sub = jax.random.split(state.key)
     order = jax.random.permutation(sub, x.shape[0])
-    idx = order[:steps * batch_size].reshape(steps, batch_size)
-    state, metrics = jax.lax.scan(update, state._replace(key=key),
-                                  (x[idx], y[idx]))
+    idx = order[: steps * batch_size].reshape(steps, batch_size)
+    state, metrics = jax.lax.scan(
+      update, state._replace(key=key), (x[idx], y[idx])
+    )
     return state, {f"train_{k}": v.mean() for k, v in metrics.items()}
 
   return train_epoch
 
 
-def reached(key: str, mark: float, history: Sequence[Mapping[str, Any]]
-            ) -> bool:
+def reached(
+  key: str, mark: float, history: Sequence[Mapping[str, Any]]
+) -> bool:
   """Whether the newest entry after training has ``entry[key] >= mark``
   (the step-0 evaluation stops no run); bind `key` and `mark` with
   ``functools.partial`` for a :attr:`Program.should_stop`."""
@@ -349,5 +390,8 @@ def compile_o0(fn: Callable, *args: Any) -> Any:
   """``jit(fn)`` for `args`, compiled without optimization: the same values
   as eager execution, for a run-once graph (an initialization) whose
   optimization costs more than it saves."""
-  return jax.jit(fn).lower(*args).compile(
-      compiler_options={"xla_backend_optimization_level": 0})
+  return (
+    jax.jit(fn)
+    .lower(*args)
+    .compile(compiler_options={"xla_backend_optimization_level": 0})
+  )

@@ -17,7 +17,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXIS = "data"
 
@@ -28,7 +29,8 @@ def make_mesh(devices: int = 0) -> Mesh:
   n = len(available) if devices == 0 else devices
   if not 1 <= n <= len(available):
     raise ValueError(
-        f"devices must be in [1, {len(available)}] (0: all), got {devices}")
+      f"devices must be in [1, {len(available)}] (0: all), got {devices}"
+    )
   return Mesh(np.array(available[:n]), (AXIS,))
 
 

@@ -28,21 +28,23 @@ def _as_coefficients(name: str, value: Any) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
   except Exception as e:  # tracers, strings, ragged lists, ...
     raise ValueError(
-        f"{name} must be a static 1-D sequence of finite floats (with "
-        f"optax.inject_hyperparams pass static_args=('b', 'a')), got "
-        f"{value!r}") from e
+      f"{name} must be a static 1-D sequence of finite floats (with "
+      f"optax.inject_hyperparams pass static_args=('b', 'a')), got "
+      f"{value!r}"
+    ) from e
   if arr.ndim != 1 or arr.size == 0:
     raise ValueError(
-        f"{name} must be a non-empty 1-D sequence of floats, got shape "
-        f"{arr.shape}")
+      f"{name} must be a non-empty 1-D sequence of floats, got shape "
+      f"{arr.shape}"
+    )
   if not np.all(np.isfinite(arr)):
     raise ValueError(f"{name} must hold finite floats, got {arr.tolist()}")
   return arr
 
 
 def normalize_coefficients(
-    b: Sequence[float], a: Sequence[float], *,
-    check_stable: bool = True) -> tuple[np.ndarray, np.ndarray]:
+  b: Sequence[float], a: Sequence[float], *, check_stable: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
   """Validated ``(b, a)`` divided by ``a[0]`` and zero-padded to one length.
 
   Args:
@@ -65,15 +67,16 @@ def normalize_coefficients(
     raise ValueError(f"a[0] must be nonzero, got a = {a.tolist()}")
   b, a = b / a[0], a / a[0]
   if not np.all(np.isfinite(b)) or not np.all(np.isfinite(a)):
-    raise ValueError(
-        f"a[0] is too small to normalize by, got a = {a.tolist()}")
-  poles = np.roots(a) if check_stable and np.any(a[1:] != 0.0) else (
-      np.zeros(0))
+    raise ValueError(f"a[0] is too small to normalize by, got a = {a.tolist()}")
+  poles = (
+    np.roots(a) if check_stable and np.any(a[1:] != 0.0) else (np.zeros(0))
+  )
   if poles.size and np.max(np.abs(poles)) >= 1.0:
     raise ValueError(
-        f"a must give a stable filter (all poles strictly inside the unit "
-        f"circle), got a = {a.tolist()} with pole magnitudes "
-        f"{np.abs(poles).round(6).tolist()}")
+      f"a must give a stable filter (all poles strictly inside the unit "
+      f"circle), got a = {a.tolist()} with pole magnitudes "
+      f"{np.abs(poles).round(6).tolist()}"
+    )
   n = max(len(a), len(b))
   return np.pad(b, (0, n - len(b))), np.pad(a, (0, n - len(a)))
 
@@ -137,8 +140,7 @@ def ema_coefficients(alpha: float) -> tuple[np.ndarray, np.ndarray]:
   return np.array([1.0 - x]), np.array([1.0, -x])
 
 
-def butterworth(order: int,
-                cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+def butterworth(order: int, cutoff: float) -> tuple[np.ndarray, np.ndarray]:
   r"""Digital Butterworth low-pass coefficients, as ``scipy.signal.butter``.
 
   The analog prototype's poles :math:`p_k = -e^{i\pi m/(2N)}`,
@@ -170,14 +172,18 @@ def butterworth(order: int,
     S. Butterworth, On the Theory of Filter Amplifiers, Wireless Engineer 7,
     1930; ``scipy.signal.butter``.
   """
-  if isinstance(order, bool) or not isinstance(order, numbers.Integral) or (
-      order < 1):
+  if (
+    isinstance(order, bool)
+    or not isinstance(order, numbers.Integral)
+    or (order < 1)
+  ):
     raise ValueError(f"order must be an int >= 1, got {order!r}")
   c = float(cutoff)
   if not (math.isfinite(c) and 0.0 < c < 1.0):
     raise ValueError(
-        f"cutoff must be a finite number in (0, 1) (a fraction of the Nyquist "
-        f"frequency), got {cutoff!r}")
+      f"cutoff must be a finite number in (0, 1) (a fraction of the Nyquist "
+      f"frequency), got {cutoff!r}"
+    )
   n = int(order)
   m = np.arange(-n + 1, n, 2)
   poles = -np.exp(1j * np.pi * m / (2 * n))  # analog prototype, gain 1
@@ -192,15 +198,15 @@ def butterworth(order: int,
   return b, a
 
 
-def _response_at(b: np.ndarray, a: np.ndarray,
-                 freqs: np.ndarray) -> np.ndarray:
+def _response_at(b: np.ndarray, a: np.ndarray, freqs: np.ndarray) -> np.ndarray:
   """H(e^{2 pi i f}) at frequencies `freqs` in cycles per step."""
   z = np.exp(-2j * np.pi * np.asarray(freqs, np.float64))
   return np.polyval(b[::-1], z) / np.polyval(a[::-1], z)
 
 
-def frequency_response(b: Sequence[float], a: Sequence[float],
-                       n: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def frequency_response(
+  b: Sequence[float], a: Sequence[float], n: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
   r"""Frequency response of a filter, as ``scipy.signal.freqz(b, a, n)``.
 
   .. math::

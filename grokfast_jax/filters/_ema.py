@@ -25,10 +25,10 @@ class GrokfastEmaState(NamedTuple):
 
 
 def grokfast_ema(
-    alpha: _common.ScalarOrSchedule = 0.98,
-    lamb: _common.ScalarOrSchedule = 2.0,
-    *,
-    accumulator_dtype: Optional[Any] = None,
+  alpha: _common.ScalarOrSchedule = 0.98,
+  lamb: _common.ScalarOrSchedule = 2.0,
+  *,
+  accumulator_dtype: Optional[Any] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Grokfast-EMA: add an amplified exponential moving average of the updates.
 
@@ -88,8 +88,11 @@ def grokfast_ema(
 
   def init_fn(params):
     mu = _common.tree_map_none(
-        lambda p: _common.zeros_state(
-            p, _common.state_dtype_for(p, accumulator_dtype)), params)
+      lambda p: _common.zeros_state(
+        p, _common.state_dtype_for(p, accumulator_dtype)
+      ),
+      params,
+    )
     return GrokfastEmaState(count=jnp.zeros([], jnp.int32), mu=mu)
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -108,7 +111,6 @@ def grokfast_ema(
 
     pairs = _common.tree_map_none(leaf, updates, state.mu)
     out, mu = _common.unzip_pairs(updates, pairs)
-    return out, GrokfastEmaState(
-        count=optax.safe_increment(count), mu=mu)
+    return out, GrokfastEmaState(count=optax.safe_increment(count), mu=mu)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -28,11 +28,11 @@ class GrokfastIirState(NamedTuple):
 
 
 def grokfast_iir(
-    b: Sequence[float],
-    a: Sequence[float],
-    lamb: _common.ScalarOrSchedule = 2.0,
-    *,
-    accumulator_dtype: Optional[Any] = None,
+  b: Sequence[float],
+  a: Sequence[float],
+  lamb: _common.ScalarOrSchedule = 2.0,
+  *,
+  accumulator_dtype: Optional[Any] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Grokfast-IIR: add an amplified linear IIR low-pass of the updates.
 
@@ -115,9 +115,11 @@ def grokfast_iir(
 
   def init_fn(params):
     delay = _common.tree_map_none(
-        lambda p: _common.zeros_state(
-            p, _common.state_dtype_for(p, accumulator_dtype), (order,)),
-        params)
+      lambda p: _common.zeros_state(
+        p, _common.state_dtype_for(p, accumulator_dtype), (order,)
+      ),
+      params,
+    )
     return GrokfastIirState(count=jnp.zeros([], jnp.int32), delay=delay)
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -146,4 +148,3 @@ def grokfast_iir(
     return out, GrokfastIirState(count=optax.safe_increment(count), delay=delay)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-

@@ -40,12 +40,12 @@ class GrokfastMaState(NamedTuple):
 
 
 def grokfast_ma(
-    window_size: int = 100,
-    lamb: _common.ScalarOrSchedule = 5.0,
-    *,
-    filter_type: Literal["mean", "sum"] = "mean",
-    warmup: bool = True,
-    accumulator_dtype: Optional[Any] = None,
+  window_size: int = 100,
+  lamb: _common.ScalarOrSchedule = 5.0,
+  *,
+  filter_type: Literal["mean", "sum"] = "mean",
+  warmup: bool = True,
+  accumulator_dtype: Optional[Any] = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Grokfast-MA: add an amplified moving average over a window of updates.
 
@@ -115,7 +115,8 @@ def grokfast_ma(
   _common.check_in_range("lamb", lamb, lo=0.0, hi=float("inf"), hi_open=True)
   if filter_type not in FILTER_TYPES:
     raise ValueError(
-        f"filter_type must be one of {FILTER_TYPES}, got {filter_type!r}")
+      f"filter_type must be one of {FILTER_TYPES}, got {filter_type!r}"
+    )
   if not isinstance(warmup, bool):
     raise ValueError(f"warmup must be a bool, got {warmup!r}")
   accumulator_dtype = _common.canonical_dtype(accumulator_dtype)
@@ -123,17 +124,20 @@ def grokfast_ma(
   def init_fn(params):
     def window(p):
       return _common.zeros_state(
-          p, _common.state_dtype_for(p, accumulator_dtype), (w,))
+        p, _common.state_dtype_for(p, accumulator_dtype), (w,)
+      )
 
     def running_sum(p):  # never narrower than f32: it sums many updates
-      return _common.zeros_state(p, _common.at_least_f32(
-          _common.state_dtype_for(p, accumulator_dtype)))
+      return _common.zeros_state(
+        p, _common.at_least_f32(_common.state_dtype_for(p, accumulator_dtype))
+      )
 
     return GrokfastMaState(
-        count=jnp.zeros([], jnp.int32),
-        window=_common.tree_map_none(window, params),
-        window_sum=_common.tree_map_none(running_sum, params),
-        cycle_sum=_common.tree_map_none(running_sum, params))
+      count=jnp.zeros([], jnp.int32),
+      window=_common.tree_map_none(window, params),
+      window_sum=_common.tree_map_none(running_sum, params),
+      cycle_sum=_common.tree_map_none(running_sum, params),
+    )
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -151,28 +155,38 @@ def grokfast_ma(
       sum_dtype = total.dtype
       new = g.astype(buf.dtype)  # exactly what the buffer will hold
       evicted = jax.lax.dynamic_index_in_dim(buf, slot, 0, keepdims=False)
-      cycle = jnp.where(slot == 0, jnp.zeros_like(cycle, dt),
-                        cycle.astype(dt)) + new.astype(dt)
+      cycle = jnp.where(
+        slot == 0, jnp.zeros_like(cycle, dt), cycle.astype(dt)
+      ) + new.astype(dt)
       # At a wrap the cycle's sum is a fresh sum of the whole window.
-      total = jnp.where(slot == w - 1, cycle,
-                        total.astype(dt) + new.astype(dt) - evicted.astype(dt))
+      total = jnp.where(
+        slot == w - 1,
+        cycle,
+        total.astype(dt) + new.astype(dt) - evicted.astype(dt),
+      )
       # The evicted entry is read before the slot is overwritten. To update
       # the buffer in place (with donation) XLA must see that read ordered
       # before the write; otherwise it copies the whole buffer every step. The
       # written value therefore depends on the new sum, which depends on the
       # read, through a select that is always `new` at run time.
       buf = jax.lax.dynamic_update_index_in_dim(
-          buf, jnp.where(never, total.astype(buf.dtype), new), slot, 0)
+        buf, jnp.where(never, total.astype(buf.dtype), new), slot, 0
+      )
       avg = total / seen.astype(dt) if filter_type == "mean" else total
-      out = jnp.where(apply, g.astype(dt) + jnp.asarray(lam, dt) * avg,
-                      g.astype(dt)).astype(g.dtype)
+      out = jnp.where(
+        apply, g.astype(dt) + jnp.asarray(lam, dt) * avg, g.astype(dt)
+      ).astype(g.dtype)
       return out, buf, total.astype(sum_dtype), cycle.astype(sum_dtype)
 
     leaves = _common.tree_map_none(
-        leaf, updates, state.window, state.window_sum, state.cycle_sum)
+      leaf, updates, state.window, state.window_sum, state.cycle_sum
+    )
     out, window, total, cycle = _common.unzip_pairs(updates, leaves, 4)
     return out, GrokfastMaState(
-        count=optax.safe_increment(count), window=window, window_sum=total,
-        cycle_sum=cycle)
+      count=optax.safe_increment(count),
+      window=window,
+      window_sum=total,
+      cycle_sum=cycle,
+    )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

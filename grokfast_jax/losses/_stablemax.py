@@ -20,8 +20,11 @@ def log_stablemax_weights(x: Any) -> jax.Array:
   x = jnp.asarray(x)
   pos = x >= 0
   zero = jnp.zeros_like(x)
-  return jnp.where(pos, jnp.log1p(jnp.where(pos, x, zero)),
-                   -jnp.log1p(-jnp.where(pos, zero, x)))
+  return jnp.where(
+    pos,
+    jnp.log1p(jnp.where(pos, x, zero)),
+    -jnp.log1p(-jnp.where(pos, zero, x)),
+  )
 
 
 def stablemax(logits: Any, axis: int = -1) -> jax.Array:
@@ -48,13 +51,15 @@ def stablemax(logits: Any, axis: int = -1) -> jax.Array:
   logits = jnp.asarray(logits)
   x = logits.astype(_common.at_least_f32(logits.dtype))
   zero = jnp.zeros_like(x)
-  s = jnp.where(x >= 0, jnp.maximum(x, zero) + 1,
-                1 / (1 - jnp.minimum(x, zero)))
+  s = jnp.where(
+    x >= 0, jnp.maximum(x, zero) + 1, 1 / (1 - jnp.minimum(x, zero))
+  )
   return (s / jnp.sum(s, axis=axis, keepdims=True)).astype(logits.dtype)
 
 
-def stablemax_cross_entropy(logits: Any, labels: Any,
-                            axis: int = -1) -> jax.Array:
+def stablemax_cross_entropy(
+  logits: Any, labels: Any, axis: int = -1
+) -> jax.Array:
   r"""Cross-entropy of StableMax probabilities with integer labels.
 
   With StableMax :math:`s(x) = x + 1` for :math:`x \ge 0`,
@@ -95,14 +100,15 @@ def stablemax_cross_entropy(logits: Any, labels: Any,
   labels = jnp.asarray(labels)
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise ValueError(
-        f"labels must be integer class indices, got dtype {labels.dtype}")
+      f"labels must be integer class indices, got dtype {labels.dtype}"
+    )
   axis = axis % logits.ndim if logits.ndim else axis
-  if labels.shape != logits.shape[:axis] + logits.shape[axis + 1:]:
+  if labels.shape != logits.shape[:axis] + logits.shape[axis + 1 :]:
     raise ValueError(
-        f"labels must have the shape of logits without axis {axis}, got "
-        f"labels {labels.shape} for logits {logits.shape}")
-  x = jnp.moveaxis(logits, axis, -1).astype(
-      _common.at_least_f32(logits.dtype))
+      f"labels must have the shape of logits without axis {axis}, got "
+      f"labels {labels.shape} for logits {logits.shape}"
+    )
+  x = jnp.moveaxis(logits, axis, -1).astype(_common.at_least_f32(logits.dtype))
   ls = log_stablemax_weights(x)
   # log sum_j s_j = ls_m + log1p(sum_{j != m} exp(ls_j - ls_m)), m the
   # argmax: exact whatever m is, and log1p keeps a confident prediction's
@@ -110,7 +116,8 @@ def stablemax_cross_entropy(logits: Any, labels: Any,
   top = jnp.argmax(ls, axis=-1)
   is_top = jnp.arange(ls.shape[-1]) == top[..., None]
   ls_top = jnp.take_along_axis(ls, top[..., None], axis=-1)
-  rest = jnp.sum(jnp.where(is_top, jnp.zeros_like(ls), jnp.exp(ls - ls_top)),
-                 axis=-1)
+  rest = jnp.sum(
+    jnp.where(is_top, jnp.zeros_like(ls), jnp.exp(ls - ls_top)), axis=-1
+  )
   label_ls = jnp.take_along_axis(ls, labels[..., None], axis=-1)
   return ((ls_top - label_ls)[..., 0] + jnp.log1p(rest)).astype(logits.dtype)

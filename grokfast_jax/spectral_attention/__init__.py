@@ -57,24 +57,24 @@ References:
 
 from grokfast_jax.spectral_attention._kernels import METHODS
 from grokfast_jax.spectral_attention._modules import (
-    DEFAULT_ALPHAS,
-    AnySpectral,
-    BatchedSpectralAttention,
-    SpectralAttention,
-    SpectralState,
-    ema_final,
-    reset_all,
-    warm_up,
+  DEFAULT_ALPHAS,
+  AnySpectral,
+  BatchedSpectralAttention,
+  SpectralAttention,
+  SpectralState,
+  ema_final,
+  reset_all,
+  warm_up,
 )
 
 __all__ = [
-    "DEFAULT_ALPHAS",
-    "METHODS",
-    "AnySpectral",
-    "BatchedSpectralAttention",
-    "SpectralAttention",
-    "SpectralState",
-    "ema_final",
-    "reset_all",
-    "warm_up",
+  "DEFAULT_ALPHAS",
+  "METHODS",
+  "AnySpectral",
+  "BatchedSpectralAttention",
+  "SpectralAttention",
+  "SpectralState",
+  "ema_final",
+  "reset_all",
+  "warm_up",
 ]

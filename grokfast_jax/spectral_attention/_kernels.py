@@ -50,7 +50,7 @@ def _mix_coefficients(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
   w = jax.nn.softmax(logits, axis=1)  # (C, 2N+1, L)
   coef_f = 2.0 * jnp.sum(w[:, :n], axis=1) + w[:, n]  # (C, L)
   # Component N+i is M_i, component N-i is F - M_i (i = 1..N).
-  coef_m = 2.0 * (w[:, n + 1:] - jnp.flip(w[:, :n], axis=1))  # (C, N, L)
+  coef_m = 2.0 * (w[:, n + 1 :] - jnp.flip(w[:, :n], axis=1))  # (C, N, L)
   return coef_f, coef_m
 
 
@@ -77,12 +77,14 @@ def _ema_kernel(log_a: jax.Array, gain: jax.Array, k: int) -> jax.Array:
   causal = lag >= 0
   safe_lag = jnp.where(causal, lag, 0.0)
   kernel = gain[:, :, None, None] * jnp.exp(
-      safe_lag[None, None] * log_a[:, :, None, None])
+    safe_lag[None, None] * log_a[:, :, None, None]
+  )
   return jnp.where(causal[None, None], kernel, 0.0)
 
 
-def _unrolled_emas(theta: jax.Array, f: jax.Array, m0: jax.Array,
-                   bptt: bool) -> tuple[jax.Array, jax.Array]:
+def _unrolled_emas(
+  theta: jax.Array, f: jax.Array, m0: jax.Array, bptt: bool
+) -> tuple[jax.Array, jax.Array]:
   """In-batch EMAs in closed form: one (B+1) x B kernel per alpha and channel.
 
   alpha = sigmoid(theta); log(alpha) and 1 - alpha come from log_sigmoid and
@@ -100,8 +102,7 @@ def _unrolled_emas(theta: jax.Array, f: jax.Array, m0: jax.Array,
   t = jnp.arange(b + 1, dtype=jnp.float32)
   decay = jnp.exp(t[:, None, None] * log_a[None])  # (B+1, N, C)
   history = f if bptt else jax.lax.stop_gradient(f)
-  emas = jnp.einsum("nctb,bcl->tncl", kernel, history,
-                    precision=_PRECISION)
+  emas = jnp.einsum("nctb,bcl->tncl", kernel, history, precision=_PRECISION)
   emas = emas + decay[..., None] * m0[None]
   return emas[:-1], emas[-1]
 
@@ -153,9 +154,9 @@ def _compose(first, second):
   return a2 * a1, a2 * b1 + b2
 
 
-def _block_emas(theta: jax.Array, h: jax.Array, m0: jax.Array,
-                final_row: int
-                ) -> tuple[list[jax.Array], jax.Array, jax.Array, jax.Array]:
+def _block_emas(
+  theta: jax.Array, h: jax.Array, m0: jax.Array, final_row: int
+) -> tuple[list[jax.Array], jax.Array, jax.Array, jax.Array]:
   """In-batch EMAs of some channels, in blocks; the "scan" method's core.
 
   Args:
@@ -181,15 +182,18 @@ def _block_emas(theta: jax.Array, h: jax.Array, m0: jax.Array,
   # One product per smoothing factor, and the block ends apart: no slice of
   # an (N, K+1)-row product (whose gradient is a pad and an add of its whole
   # size); 20% faster forward + backward on CPU (B = 1024, C = 321).
-  local = [jnp.einsum("cts,csil->ctil", kernel[:, i, :k], h,
-                      precision=_PRECISION)
-           for i in range(theta.shape[1])]
-  block_end = jnp.einsum("cns,csil->cnil", kernel[:, :, k], h,
-                         precision=_PRECISION)  # (c, N, nb, L)
+  local = [
+    jnp.einsum("cts,csil->ctil", kernel[:, i, :k], h, precision=_PRECISION)
+    for i in range(theta.shape[1])
+  ]
+  block_end = jnp.einsum(
+    "cns,csil->cnil", kernel[:, :, k], h, precision=_PRECISION
+  )  # (c, N, nb, L)
   a_k = jnp.exp(k * log_a)  # alpha^K, (c, N)
   block_decay = jnp.broadcast_to(a_k[:, :, None, None], a_k.shape + (nb, 1))
   powers, sums = jax.lax.associative_scan(
-      _compose, (block_decay, block_end), axis=2)
+    _compose, (block_decay, block_end), axis=2
+  )
   ends = sums + powers * m0[:, :, None]  # E after each block
   starts = jnp.concatenate([m0[:, :, None], ends[:, :, :-1]], axis=2)
   j = jnp.arange(k, dtype=jnp.float32)
@@ -197,9 +201,15 @@ def _block_emas(theta: jax.Array, h: jax.Array, m0: jax.Array,
   if final_row == k:
     final = ends[:, :, -1]
   else:  # the EMA before the last block's first padding sample
-    final = (jnp.einsum("cns,csl->cnl", kernel[:, :, final_row], h[:, :, -1],
-                        precision=_PRECISION)
-             + jnp.exp(final_row * log_a)[..., None] * starts[:, :, -1])
+    final = (
+      jnp.einsum(
+        "cns,csl->cnl",
+        kernel[:, :, final_row],
+        h[:, :, -1],
+        precision=_PRECISION,
+      )
+      + jnp.exp(final_row * log_a)[..., None] * starts[:, :, -1]
+    )
   return local, starts, decay, final
 
 
@@ -211,8 +221,13 @@ def _blocked(x: jax.Array, k: int) -> jax.Array:
   return jnp.transpose(x, (2, 1, 0, 3))
 
 
-def _scan_emas(theta: jax.Array, f: jax.Array, m0: jax.Array, bptt: bool,
-               block: int = _SCAN_BLOCK) -> tuple[jax.Array, jax.Array]:
+def _scan_emas(
+  theta: jax.Array,
+  f: jax.Array,
+  m0: jax.Array,
+  bptt: bool,
+  block: int = _SCAN_BLOCK,
+) -> tuple[jax.Array, jax.Array]:
   """The same EMAs as :func:`_unrolled_emas` in O(B K N C L) work.
 
   The recurrence E_{t+1} = a E_t + (1 - a) F_t is an affine map per sample,
@@ -239,10 +254,11 @@ def _scan_emas(theta: jax.Array, f: jax.Array, m0: jax.Array, bptt: bool,
   nb = -(-b // k)
   history = f if bptt else jax.lax.stop_gradient(f)
   local, starts, decay, final = _block_emas(
-      theta.T, _blocked(history, k), jnp.swapaxes(m0, 0, 1),
-      b - (nb - 1) * k)
-  emas = (jnp.stack(local, axis=1)
-          + decay[..., None, None] * starts[:, :, None])  # (C, N, K, nb, L)
+    theta.T, _blocked(history, k), jnp.swapaxes(m0, 0, 1), b - (nb - 1) * k
+  )
+  emas = (
+    jnp.stack(local, axis=1) + decay[..., None, None] * starts[:, :, None]
+  )  # (C, N, K, nb, L)
   emas = jnp.transpose(emas, (3, 2, 1, 0, 4)).reshape(nb * k, n, c, l)
   return emas[:b], jnp.swapaxes(final, 0, 1)
 
@@ -270,10 +286,15 @@ def _chunk_channels(channels: int, per_channel: int, budget: int) -> int:
   return -(-channels // n_chunks)
 
 
-def _scan_mix(logits: jax.Array, theta: jax.Array, f: jax.Array,
-              m0: jax.Array, bptt: bool, block: int = _SCAN_BLOCK,
-              chunk_elements: int | None = None
-              ) -> tuple[jax.Array, jax.Array]:
+def _scan_mix(
+  logits: jax.Array,
+  theta: jax.Array,
+  f: jax.Array,
+  m0: jax.Array,
+  bptt: bool,
+  block: int = _SCAN_BLOCK,
+  chunk_elements: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """BSA outputs by the "scan" method, in chunks of channels.
 
   Everything is independent across channels (the EMAs, their mixing
@@ -316,12 +337,12 @@ def _scan_mix(logits: jax.Array, theta: jax.Array, f: jax.Array,
   def chunk(args):
     theta_c, coef_f_c, coef_m_c, m0_c, f_c = args  # f_c: (cc, K, nb, L)
     history = f_c if bptt else jax.lax.stop_gradient(f_c)
-    local, starts, decay, final = _block_emas(theta_c, history, m0_c,
-                                              final_row)
+    local, starts, decay, final = _block_emas(theta_c, history, m0_c, final_row)
     out = coef_f_c[:, None, None] * f_c
     for i in range(n):  # an unrolled sum: one fused loop, no reduction
       out = out + coef_m_c[:, i, None, None] * (
-          local[i] + decay[:, i, :, None, None] * starts[:, i, None])
+        local[i] + decay[:, i, :, None, None] * starts[:, i, None]
+      )
     return out, final
 
   def chunked(x):  # (C, ...) -> (n_chunks, cc, ...)
@@ -330,8 +351,13 @@ def _scan_mix(logits: jax.Array, theta: jax.Array, f: jax.Array,
 
   fc = jnp.pad(f, ((0, 0), (0, cpad), (0, 0)))
   fc = _blocked(fc, k).reshape(n_chunks, cc, k, nb, l)
-  args = (chunked(theta.T), chunked(coef_f), chunked(coef_m),
-          chunked(jnp.swapaxes(m0, 0, 1)), fc)
+  args = (
+    chunked(theta.T),
+    chunked(coef_f),
+    chunked(coef_m),
+    chunked(jnp.swapaxes(m0, 0, 1)),
+    fc,
+  )
   if n_chunks == 1:
     out, final = chunk(tuple(a[0] for a in args))
     out, final = out[None], final[None]
@@ -364,8 +390,7 @@ def _resolve_method(method: str, batch: int, channels: int) -> str:
   """The method "auto" stands for at these static sizes."""
   if method != "auto":
     return method
-  if (batch <= _AUTO_CLOSED_MAX_BATCH
-      and channels <= _AUTO_CLOSED_MAX_CHANNELS):
+  if batch <= _AUTO_CLOSED_MAX_BATCH and channels <= _AUTO_CLOSED_MAX_CHANNELS:
     return "closed"
   return "scan"
 

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from grokfast_jax.spectral_attention._kernels import (
-    METHODS,
-    _batched_core,
-    _resolve_method,
-    _sequential_core,
+  METHODS,
+  _batched_core,
+  _resolve_method,
+  _sequential_core,
 )
 
 DEFAULT_ALPHAS = (0.9, 0.99, 0.999)
@@ -38,11 +38,13 @@ def _check_alphas(alphas: Sequence[float]) -> tuple[float, ...]:
     values = tuple(float(a) for a in alphas)
   except TypeError as e:
     raise ValueError(
-        f"alphas must be a non-empty sequence of floats in (0, 1), got "
-        f"{alphas!r}") from e
+      f"alphas must be a non-empty sequence of floats in (0, 1), got {alphas!r}"
+    ) from e
   if not values:
-    raise ValueError("alphas must be a non-empty sequence of floats in (0, 1),"
-                     " got an empty sequence")
+    raise ValueError(
+      "alphas must be a non-empty sequence of floats in (0, 1),"
+      " got an empty sequence"
+    )
   for a in values:
     if not (0.0 < a < 1.0) or math.isnan(a):
       raise ValueError(f"each of alphas must lie in (0, 1), got {alphas!r}")
@@ -54,7 +56,6 @@ def _initial_logits(channels: int, n: int, length: int) -> jax.Array:
   k = jnp.arange(2 * n + 1, dtype=jnp.float32)
   logits = -((n - k) ** 2) / 4.0
   return jnp.broadcast_to(logits[None, :, None], (channels, 2 * n + 1, length))
-
 
 
 class SpectralAttention(nnx.Module):
@@ -106,8 +107,14 @@ class SpectralAttention(nnx.Module):
     Time Series Forecasting", NeurIPS 2024, arXiv:2410.20772.
   """
 
-  def __init__(self, channels: int, length: int, *,
-               alphas: Sequence[float] = DEFAULT_ALPHAS, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    channels: int,
+    length: int,
+    *,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    rngs: nnx.Rngs,
+  ):
     del rngs
     self.channels = _check_positive_int("channels", channels)
     self.length = _check_positive_int("length", length)
@@ -137,14 +144,20 @@ class SpectralAttention(nnx.Module):
       The filtered feature, shape (channels, length), dtype of `x`.
     """
     if x.shape != (self.channels, self.length):
-      raise ValueError(f"x must have shape (channels, length) = "
-                       f"{(self.channels, self.length)}, got {x.shape}")
-    out, m = _sequential_core(self.logits[...], self.alpha_array(),
-                              self.ema[...], self.initialized[...], x)
+      raise ValueError(
+        f"x must have shape (channels, length) = "
+        f"{(self.channels, self.length)}, got {x.shape}"
+      )
+    out, m = _sequential_core(
+      self.logits[...],
+      self.alpha_array(),
+      self.ema[...],
+      self.initialized[...],
+      x,
+    )
     self.ema[...] = m
     self.initialized[...] = jnp.array(True)
     return out
-
 
 
 def _logit(p: float) -> float:
@@ -244,10 +257,17 @@ class BatchedSpectralAttention(nnx.Module):
     Time Series Forecasting", NeurIPS 2024, arXiv:2410.20772.
   """
 
-  def __init__(self, channels: int, length: int, *,
-               alphas: Sequence[float] = DEFAULT_ALPHAS,
-               learnable_alpha: bool = False, bptt: bool = True,
-               method: str = "auto", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    channels: int,
+    length: int,
+    *,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    learnable_alpha: bool = False,
+    bptt: bool = True,
+    method: str = "auto",
+    rngs: nnx.Rngs,
+  ):
     del rngs
     self.channels = _check_positive_int("channels", channels)
     self.length = _check_positive_int("length", length)
@@ -262,7 +282,8 @@ class BatchedSpectralAttention(nnx.Module):
     if self.learnable_alpha:
       theta = jnp.asarray([_logit(a) for a in self.alphas], jnp.float32)
       self.alpha_logits = nnx.Param(
-          jnp.broadcast_to(theta[:, None], (n, channels)))
+        jnp.broadcast_to(theta[:, None], (n, channels))
+      )
     else:
       self.alpha_logits = None
     self.ema = SpectralState(jnp.zeros((n, channels, length), jnp.float32))
@@ -295,21 +316,31 @@ class BatchedSpectralAttention(nnx.Module):
       The filtered features, shape (B, channels, length), dtype of `x`.
     """
     if x.ndim != 3 or x.shape[1:] != (self.channels, self.length):
-      raise ValueError(f"x must have shape (batch, channels, length) = "
-                       f"(B, {self.channels}, {self.length}), got {x.shape}")
+      raise ValueError(
+        f"x must have shape (batch, channels, length) = "
+        f"(B, {self.channels}, {self.length}), got {x.shape}"
+      )
     method = _resolve_method(self.method, x.shape[0], self.channels)
-    out, m = _batched_core(self.logits[...], self._alpha_logits(),
-                           self.ema[...], self.initialized[...], x, self.bptt,
-                           method)
+    out, m = _batched_core(
+      self.logits[...],
+      self._alpha_logits(),
+      self.ema[...],
+      self.initialized[...],
+      x,
+      self.bptt,
+      method,
+    )
     self.ema[...] = m
     self.initialized[...] = jnp.array(True)
     return out
 
+
 AnySpectral = Union[SpectralAttention, BatchedSpectralAttention]
 
 
-def ema_final(alphas: jax.Array, history: jax.Array,
-              initial: jax.Array) -> jax.Array:
+def ema_final(
+  alphas: jax.Array, history: jax.Array, initial: jax.Array
+) -> jax.Array:
   """Runs the EMA recursion over `history` and returns the final state.
 
   Args:
@@ -356,15 +387,17 @@ def warm_up(module: AnySpectral, history: jax.Array) -> None:
     >>> bsa = BatchedSpectralAttention(7, 96, rngs=nnx.Rngs(0))
     >>> warm_up(bsa, jnp.zeros((500, 7, 96)))
   """
-  if history.ndim != 3 or history.shape[1:] != (module.channels,
-                                                module.length):
-    raise ValueError(f"history must have shape (T, channels, length) = "
-                     f"(T, {module.channels}, {module.length}), got "
-                     f"{history.shape}")
+  if history.ndim != 3 or history.shape[1:] != (module.channels, module.length):
+    raise ValueError(
+      f"history must have shape (T, channels, length) = "
+      f"(T, {module.channels}, {module.length}), got "
+      f"{history.shape}"
+    )
   if history.shape[0] == 0:
     return
-  module.ema[...] = _warm_up_core(module.alpha_array(), module.ema[...],
-                                  module.initialized[...], history)
+  module.ema[...] = _warm_up_core(
+    module.alpha_array(), module.ema[...], module.initialized[...], history
+  )
   module.initialized[...] = jnp.array(True)
 
 

@@ -20,8 +20,9 @@ def _check_n_iter(n_iter: Any) -> int:
   return n_iter
 
 
-def _whiten(g: jax.Array, eps: float, rank: Optional[int], n_iter: int,
-            key: jax.Array) -> jax.Array:
+def _whiten(
+  g: jax.Array, eps: float, rank: Optional[int], n_iter: int, key: jax.Array
+) -> jax.Array:
   """``U diag(1 / max(s, eps)) U^T G`` of one matrix `g` (U, s: its left
   singular vectors and values, exact or from a randomized sketch of rank
   `rank`), in at least float32, cast back to `g`'s dtype."""
@@ -40,9 +41,14 @@ def _whiten(g: jax.Array, eps: float, rank: Optional[int], n_iter: int,
   return ((u / s) @ (u.T @ mat)).astype(g.dtype)
 
 
-def egalitarian(*, eps: float = 1e-6, rank: Optional[int] = None,
-                n_iter: int = 2, seed: int = 0,
-                mask: MaskOrFn = None) -> optax.GradientTransformationExtraArgs:
+def egalitarian(
+  *,
+  eps: float = 1e-6,
+  rank: Optional[int] = None,
+  n_iter: int = 2,
+  seed: int = 0,
+  mask: MaskOrFn = None,
+) -> optax.GradientTransformationExtraArgs:
   r"""Egalitarian gradient descent (EGD): whiten each matrix gradient.
 
   Each selected matrix gradient :math:`G` (shape ``(m, n)``) is replaced by
@@ -109,8 +115,9 @@ def egalitarian(*, eps: float = 1e-6, rank: Optional[int] = None,
     Pasand, Dohmatob, `Egalitarian Gradient Descent: A Simple Approach to
     Accelerated Grokking <https://arxiv.org/abs/2510.04930>`_, ICLR 2026.
   """
-  _common.check_in_range("eps", eps, lo=0.0, hi=float("inf"), lo_open=True,
-                         hi_open=True)
+  _common.check_in_range(
+    "eps", eps, lo=0.0, hi=float("inf"), lo_open=True, hi_open=True
+  )
   if rank is not None:
     rank = _common.static_positive_int("rank", rank)
   n_iter = _check_n_iter(n_iter)
@@ -120,19 +127,23 @@ def egalitarian(*, eps: float = 1e-6, rank: Optional[int] = None,
 
   def selected(tree):
     if mask is None:
-      return jax.tree.map(lambda x: x is not None and jnp.ndim(x) == 2,
-                          tree, is_leaf=_common.is_none)
+      return jax.tree.map(
+        lambda x: x is not None and jnp.ndim(x) == 2,
+        tree,
+        is_leaf=_common.is_none,
+      )
     return mask(tree) if callable(mask) else mask
 
   def check(tree, chosen):
     def one(path, x, on):
       if x is not None and on and jnp.ndim(x) != 2:
         raise ValueError(
-            f"egalitarian: the leaf {jax.tree_util.keystr(path) or '<root>'} "
-            f"of shape {tuple(jnp.shape(x))} is selected but is not a "
-            f"matrix; leave it out with mask")
-    jax.tree_util.tree_map_with_path(one, tree, chosen,
-                                     is_leaf=_common.is_none)
+          f"egalitarian: the leaf {jax.tree_util.keystr(path) or '<root>'} "
+          f"of shape {tuple(jnp.shape(x))} is selected but is not a "
+          f"matrix; leave it out with mask"
+        )
+
+    jax.tree_util.tree_map_with_path(one, tree, chosen, is_leaf=_common.is_none)
 
   def init_fn(params):
     check(params, selected(params))
@@ -145,9 +156,12 @@ def egalitarian(*, eps: float = 1e-6, rank: Optional[int] = None,
     leaves, treedef = jax.tree.flatten(updates, is_leaf=_common.is_none)
     flags = treedef.flatten_up_to(chosen)
     key = jax.random.key(seed)
-    out = [g if g is None or not on else
-           _whiten(g, eps, rank, n_iter, jax.random.fold_in(key, i))
-           for i, (g, on) in enumerate(zip(leaves, flags))]
+    out = [
+      g
+      if g is None or not on
+      else _whiten(g, eps, rank, n_iter, jax.random.fold_in(key, i))
+      for i, (g, on) in enumerate(zip(leaves, flags))
+    ]
     return jax.tree.unflatten(treedef, out), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -11,12 +11,12 @@ from grokfast_jax import _common
 def needs_params_error(name: str) -> ValueError:
   """The error raised when a transform that needs the params gets none."""
   return ValueError(
-      f"{name} needs the params: pass them to tx.update(grads, state, params) "
-      f"(optax.chain and the Optax wrappers pass them through)")
+    f"{name} needs the params: pass them to tx.update(grads, state, params) "
+    f"(optax.chain and the Optax wrappers pass them through)"
+  )
 
 
-def orthograd(*,
-              eps: float = 1e-30) -> optax.GradientTransformationExtraArgs:
+def orthograd(*, eps: float = 1e-30) -> optax.GradientTransformationExtraArgs:
   r"""⊥Grad: drop each gradient's component along its weights, keep its norm.
 
   Per parameter leaf, with :math:`w` and :math:`g` the flattened weights and
@@ -71,8 +71,9 @@ def orthograd(*,
     Prieto, Barsbey, Mediano, Birdal, `Grokking at the Edge of Numerical
     Stability <https://arxiv.org/abs/2501.04697>`_, 2025.
   """
-  _common.check_in_range("eps", eps, lo=0.0, hi=float("inf"), lo_open=True,
-                         hi_open=True)
+  _common.check_in_range(
+    "eps", eps, lo=0.0, hi=float("inf"), lo_open=True, hi_open=True
+  )
 
   def init_fn(params):
     del params

@@ -31,10 +31,12 @@ def _canonical_axis(axis: Any) -> Axis:
   if axis is None:
     return None
   ints = axis if isinstance(axis, (tuple, list)) else (axis,)
-  if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool)
-             for i in ints):
+  if not all(
+    isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ints
+  ):
     raise ValueError(
-        f"axis must be None, an int or a tuple of ints, got {axis!r}")
+      f"axis must be None, an int or a tuple of ints, got {axis!r}"
+    )
   if isinstance(axis, (tuple, list)):
     return tuple(int(i) for i in axis)
   return int(axis)
@@ -53,10 +55,11 @@ def _check_axis(axis: Axis, tree: Any, what: str) -> None:
     normalized = [i % ndim if -ndim <= i < ndim else None for i in axes]
     if None in normalized or len(set(normalized)) != len(axes):
       raise ValueError(
-          f"{what}: axis={axis!r} does not fit the leaf "
-          f"{jax.tree_util.keystr(path) or '<root>'} of shape "
-          f"{tuple(jnp.shape(x))} (ndim {ndim}); skip such leaves (biases, "
-          f"scalars) with optax.masked")
+        f"{what}: axis={axis!r} does not fit the leaf "
+        f"{jax.tree_util.keystr(path) or '<root>'} of shape "
+        f"{tuple(jnp.shape(x))} (ndim {ndim}); skip such leaves (biases, "
+        f"scalars) with optax.masked"
+      )
 
   jax.tree_util.tree_map_with_path(check, tree, is_leaf=_common.is_none)
 
@@ -74,9 +77,9 @@ def _project(p: jax.Array, max_norm: Any, axis: Axis) -> jax.Array:
 
 
 def constrain_weight_norm(
-    max_norm: _common.ScalarOrSchedule,
-    *,
-    axis: Axis,
+  max_norm: _common.ScalarOrSchedule,
+  *,
+  axis: Axis,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Rewrite the updates so the new weights stay inside a norm ball.
 
@@ -140,8 +143,9 @@ def constrain_weight_norm(
     against grokking's weight-norm growth in Liu, Michaud, Tegmark,
     `Omnigrok <https://arxiv.org/abs/2210.01117>`_, 2023.
   """
-  _common.check_in_range("max_norm", max_norm, lo=0.0, hi=float("inf"),
-                         lo_open=True, hi_open=True)
+  _common.check_in_range(
+    "max_norm", max_norm, lo=0.0, hi=float("inf"), lo_open=True, hi_open=True
+  )
   axis = _canonical_axis(axis)
   name = "constrain_weight_norm"
 
@@ -170,11 +174,11 @@ def constrain_weight_norm(
 
 
 def project_weight_norm(
-    params: Any,
-    max_norm: Any,
-    *,
-    axis: Axis,
-    mask: Optional[Union[Any, Callable[[Any], Any]]] = None,
+  params: Any,
+  max_norm: Any,
+  *,
+  axis: Axis,
+  mask: Optional[Union[Any, Callable[[Any], Any]]] = None,
 ) -> Any:
   r"""Scale params into the norm ball of :func:`constrain_weight_norm`.
 
@@ -204,17 +208,22 @@ def project_weight_norm(
     >>> p["w"].ravel().tolist()
     [0.6000000238418579, 0.800000011920929]
   """
-  _common.check_in_range("max_norm", max_norm, lo=0.0, hi=float("inf"),
-                         lo_open=True, hi_open=True)
+  _common.check_in_range(
+    "max_norm", max_norm, lo=0.0, hi=float("inf"), lo_open=True, hi_open=True
+  )
   axis = _canonical_axis(axis)
   if mask is None:
     selected = params
   else:
     mask_tree = mask(params) if callable(mask) else mask
     selected = jax.tree.map(
-        lambda m, sub: jax.tree.map(lambda x: x if m else None, sub,
-                                    is_leaf=_common.is_none),
-        mask_tree, params, is_leaf=_common.is_none)
+      lambda m, sub: jax.tree.map(
+        lambda x: x if m else None, sub, is_leaf=_common.is_none
+      ),
+      mask_tree,
+      params,
+      is_leaf=_common.is_none,
+    )
   _check_axis(axis, selected, "project_weight_norm")
 
   def leaf(p, s):
@@ -222,5 +231,4 @@ def project_weight_norm(
       return p
     return _project(p, max_norm, axis)[0].astype(p.dtype)
 
-  return _common.tree_map_none(
-      leaf, params, selected)
+  return _common.tree_map_none(leaf, params, selected)

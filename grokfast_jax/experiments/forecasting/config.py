@@ -16,20 +16,31 @@ from grokfast_jax.experiments.forecasting.data import SPLITS
 from grokfast_jax.experiments.forecasting.models import MODELS, check_shapes
 from grokfast_jax.experiments.harness import Flag, option
 
-
 PROTOCOLS = ("quick", "reference")
 SCHEDULES = ("constant", "cosine")
 CLIPS = ("value", "norm")
 #: What ``--protocol reference`` sets (unless a flag sets it): the authors'
 #: training as their code runs it (see the Spectral Attention guide).
-REFERENCE = {"batch_size": 64, "lr": 3e-4, "weight_decay": 3e-5,
-             "lr_decay": 0.9, "max_epochs": 30, "patience": None,
-             "ft_batch_size": 256, "ft_epochs": 30, "ft_lr_spectral": 2.1e-2,
-             "ft_lr_alpha": 1e-2, "ft_lr_base": 4.2e-4,
-             "ft_weight_decay": 1e-4, "ft_decoupled_wd": False,
-             "ft_schedule": "cosine", "ft_warmup_samples": 1000,
-             "ft_clip": "norm", "alphas": (0.9, 0.99, 0.999, 0.9999),
-             "learnable_alpha": True}
+REFERENCE = {
+  "batch_size": 64,
+  "lr": 3e-4,
+  "weight_decay": 3e-5,
+  "lr_decay": 0.9,
+  "max_epochs": 30,
+  "patience": None,
+  "ft_batch_size": 256,
+  "ft_epochs": 30,
+  "ft_lr_spectral": 2.1e-2,
+  "ft_lr_alpha": 1e-2,
+  "ft_lr_base": 4.2e-4,
+  "ft_weight_decay": 1e-4,
+  "ft_decoupled_wd": False,
+  "ft_schedule": "cosine",
+  "ft_warmup_samples": 1000,
+  "ft_clip": "norm",
+  "alphas": (0.9, 0.99, 0.999, 0.9999),
+  "learnable_alpha": True,
+}
 # The paper's splits: ETT files 0.6 / 0.2 / 0.2 of the rows, others
 # 0.7 / 0.1 / 0.2.
 ETT_RATIOS = (0.6, 0.2, 0.2)
@@ -56,8 +67,7 @@ def data_defaults(path: Any, protocol: str = "quick") -> dict[str, Any]:
     {'ratios': (0.7, 0.1, 0.2), 'ft_epochs': 20}
   """
   name = Path(str(path)).name.lower()
-  out: dict[str, Any] = {"ratios": ETT_RATIOS if is_ett(path)
-                         else OTHER_RATIOS}
+  out: dict[str, Any] = {"ratios": ETT_RATIOS if is_ett(path) else OTHER_RATIOS}
   if protocol == "reference":
     out["ft_epochs"] = 30 if name.startswith(("etth", "exchange")) else 20
   return out
@@ -71,8 +81,9 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     ratios = ()
   if len(ratios) != 3 or min(ratios) <= 0 or sum(ratios) > 1 + 1e-9:
     raise argparse.ArgumentTypeError(
-        f"expected 3 positive fractions TRAIN,VAL,TEST summing to <= 1, got "
-        f"{text!r}")
+      f"expected 3 positive fractions TRAIN,VAL,TEST summing to <= 1, got "
+      f"{text!r}"
+    )
   return ratios  # type: ignore[return-value]
 
 
@@ -127,38 +138,55 @@ class ForecastConfig:
     eval_batch_size: batch size of evaluation streams.
   """
 
-  model: str = option("dlinear", "base forecaster (default dlinear)",
-                      choices=MODELS)
+  model: str = option(
+    "dlinear", "base forecaster (default dlinear)", choices=MODELS
+  )
   lookback: int = option(96, "input length L (default 96)")
   horizon: int = option(96, "forecast length H (default 96)")
-  split: str = option("ratio", "'ratio': chronological 0.6/0.2/0.2 of the "
-                      "rows (default); 'ett': the ETTh 12/4/4-month borders",
-                      choices=SPLITS)
+  split: str = option(
+    "ratio",
+    "'ratio': chronological 0.6/0.2/0.2 of the "
+    "rows (default); 'ett': the ETTh 12/4/4-month borders",
+    choices=SPLITS,
+  )
   ratios: tuple[float, float, float] = option(
-      ETT_RATIOS, "train,val,test fractions of the rows for the 'ratio' "
-      "split (default: 0.6,0.2,0.2 for a file named ETT*, else 0.7,0.1,0.2)",
-      parse=parse_ratios, metavar="TRAIN,VAL,TEST")
+    ETT_RATIOS,
+    "train,val,test fractions of the rows for the 'ratio' "
+    "split (default: 0.6,0.2,0.2 for a file named ETT*, else 0.7,0.1,0.2)",
+    parse=parse_ratios,
+    metavar="TRAIN,VAL,TEST",
+  )
   max_rows: Optional[int] = option(None, cli=False)
   seed: int = option(0, "init and shuffling seed (default 0)")
   protocol: str = option(
-      "quick", "'quick' (default): short training, 3 fine-tuning epochs; "
-      "'reference': the authors' training (30 base epochs at lr 3e-4 x 0.9 "
-      "per epoch, fine-tuning all parameters for 30 or 20 epochs in batches "
-      "of 256 with a cosine schedule, 4 learnable smoothing factors); flags "
-      "given with it still apply", choices=PROTOCOLS)
+    "quick",
+    "'quick' (default): short training, 3 fine-tuning epochs; "
+    "'reference': the authors' training (30 base epochs at lr 3e-4 x 0.9 "
+    "per epoch, fine-tuning all parameters for 30 or 20 epochs in batches "
+    "of 256 with a cosine schedule, 4 learnable smoothing factors); flags "
+    "given with it still apply",
+    choices=PROTOCOLS,
+  )
   batch_size: int = option(32, cli=False)
   lr: float = option(1e-3, cli=False)
   weight_decay: float = option(0.0, cli=False)
   lr_decay: float = option(1.0, cli=False)
-  max_epochs: int = option(10, "base-training epochs at most (quick: default "
-                           "10, early stopping on the validation MSE with "
-                           "patience 3; reference: 30, no early stopping)",
-                           flag="--epochs", metavar="EPOCHS")
+  max_epochs: int = option(
+    10,
+    "base-training epochs at most (quick: default "
+    "10, early stopping on the validation MSE with "
+    "patience 3; reference: 30, no early stopping)",
+    flag="--epochs",
+    metavar="EPOCHS",
+  )
   patience: Optional[int] = option(3, cli=False)
   ft_batch_size: int = option(64, cli=False)
-  ft_epochs: int = option(3, "BSA fine-tuning epochs (quick: default 3; "
-                          "reference: 30 for ETTh* and exchange* files, else "
-                          "20)")
+  ft_epochs: int = option(
+    3,
+    "BSA fine-tuning epochs (quick: default 3; "
+    "reference: 30 for ETTh* and exchange* files, else "
+    "20)",
+  )
   ft_lr_spectral: float = option(1e-2, cli=False)
   ft_lr_alpha: Optional[float] = option(None, cli=False)
   ft_lr_base: float = option(1e-5, cli=False)
@@ -177,20 +205,31 @@ class ForecastConfig:
       raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
     if self.split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-    for name, allowed in (("protocol", PROTOCOLS),
-                          ("ft_schedule", SCHEDULES), ("ft_clip", CLIPS)):
+    for name, allowed in (
+      ("protocol", PROTOCOLS),
+      ("ft_schedule", SCHEDULES),
+      ("ft_clip", CLIPS),
+    ):
       if getattr(self, name) not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}, got "
-                         f"{getattr(self, name)!r}")
-    for name in ("lookback", "horizon", "batch_size", "max_epochs",
-                 "ft_batch_size", "eval_batch_size"):
+        raise ValueError(
+          f"{name} must be one of {allowed}, got {getattr(self, name)!r}"
+        )
+    for name in (
+      "lookback",
+      "horizon",
+      "batch_size",
+      "max_epochs",
+      "ft_batch_size",
+      "eval_batch_size",
+    ):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.patience is not None and self.patience < 1:
       raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
     if self.ft_warmup_samples < 0:
-      raise ValueError(f"ft_warmup_samples must be >= 0, got "
-                       f"{self.ft_warmup_samples}")
+      raise ValueError(
+        f"ft_warmup_samples must be >= 0, got {self.ft_warmup_samples}"
+      )
     for name in ("weight_decay", "ft_weight_decay"):
       if not getattr(self, name) >= 0:
         raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -206,19 +245,34 @@ class ForecastConfig:
 
   def spectral_kwargs(self) -> dict:
     """Keyword arguments of BatchedSpectralAttention for this run."""
-    return {"alphas": tuple(self.alphas),
-            "learnable_alpha": self.learnable_alpha, "bptt": self.bptt}
+    return {
+      "alphas": tuple(self.alphas),
+      "learnable_alpha": self.learnable_alpha,
+      "bptt": self.bptt,
+    }
 
 
 #: The command's flags that are not settings of the run.
 FLAGS = (
-    Flag("--data", "data", help="CSV file with a header row (required)",
-         metavar="PATH"),
-    Flag("--target", "target", help="the column to forecast, or 'all' "
-         "(default) for every numeric column", metavar="COLUMN"),
-    Flag("--control", "control", help="also fine-tune the base model WITHOUT "
-         "BSA by the same protocol (separates BSA from the extra training)",
-         switch=True),
+  Flag(
+    "--data",
+    "data",
+    help="CSV file with a header row (required)",
+    metavar="PATH",
+  ),
+  Flag(
+    "--target",
+    "target",
+    help="the column to forecast, or 'all' (default) for every numeric column",
+    metavar="COLUMN",
+  ),
+  Flag(
+    "--control",
+    "control",
+    help="also fine-tune the base model WITHOUT "
+    "BSA by the same protocol (separates BSA from the extra training)",
+    switch=True,
+  ),
 )
 
 
@@ -240,16 +294,20 @@ def make_config(given: Mapping[str, Any]) -> ForecastConfig:
   """
   if given.get("data") is None:
     raise ValueError("--data is required (a CSV file with a header row)")
-  for flag, name, least in (("--epochs", "max_epochs", 1),
-                            ("--ft-epochs", "ft_epochs", 0)):
+  for flag, name, least in (
+    ("--epochs", "max_epochs", 1),
+    ("--ft-epochs", "ft_epochs", 0),
+  ):
     if given.get(name, least) < least:
       raise ValueError(f"{flag} must be >= {least}, got {given[name]}")
   protocol = given.get("protocol", "quick")
   if protocol not in PROTOCOLS:
-    raise ValueError(f"--protocol must be one of {PROTOCOLS}, got "
-                     f"{protocol!r}")
-  settings = {**(REFERENCE if protocol == "reference" else {}),
-              **data_defaults(given["data"], protocol)}
-  settings.update((k, v) for k, v in given.items()
-                  if k not in {f.dest for f in FLAGS})
+    raise ValueError(f"--protocol must be one of {PROTOCOLS}, got {protocol!r}")
+  settings = {
+    **(REFERENCE if protocol == "reference" else {}),
+    **data_defaults(given["data"], protocol),
+  }
+  settings.update(
+    (k, v) for k, v in given.items() if k not in {f.dest for f in FLAGS}
+  )
   return ForecastConfig(**settings)

@@ -38,12 +38,15 @@ DATE_NAMES = ("date", "time", "timestamp")
 #: The dates a date column may hold, year first (``2016-07-01``,
 #: ``1990/1/1 0:00``, ``2016.07.01T00:00:00.5+02:00``, ``2020-01``), or plain
 #: numbers (a time index).
-DATE_FORMS = ("YYYY-MM[-DD][ HH:MM[:SS[.f]]][Z|+HH:MM] (separators - / or .; "
-              "T or a space before the time), or a number")
+DATE_FORMS = (
+  "YYYY-MM[-DD][ HH:MM[:SS[.f]]][Z|+HH:MM] (separators - / or .; "
+  "T or a space before the time), or a number"
+)
 _DATE = re.compile(
-    r"(\d{4})[-/.](\d{1,2})(?:[-/.](\d{1,2}))?"
-    r"(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d{1,6})\d*)?)?)?"
-    r"\s*(Z|[+-]\d{2}:?\d{2})?")
+  r"(\d{4})[-/.](\d{1,2})(?:[-/.](\d{1,2}))?"
+  r"(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:[.,](\d{1,6})\d*)?)?)?"
+  r"\s*(Z|[+-]\d{2}:?\d{2})?"
+)
 
 
 def load_ett_csv(path: PathLike) -> tuple[np.ndarray, list[str], list[str]]:
@@ -71,8 +74,9 @@ def load_ett_csv(path: PathLike) -> tuple[np.ndarray, list[str], list[str]]:
       if not row:
         continue
       if len(row) != len(header):
-        raise ValueError(f"{path}:{lineno}: expected {len(header)} fields, "
-                         f"got {len(row)}")
+        raise ValueError(
+          f"{path}:{lineno}: expected {len(header)} fields, got {len(row)}"
+        )
       dates.append(row[0])
       try:
         rows.append([float(v) for v in row[1:]])
@@ -107,9 +111,15 @@ def parse_date(text: str) -> Optional[float]:
   y, mo, d, h, mi, sec, frac, zone = match.groups()
   try:
     when = datetime.datetime(
-        int(y), int(mo), int(d or 1), int(h or 0), int(mi or 0),
-        int(sec or 0), int((frac or "0").ljust(6, "0")),
-        tzinfo=datetime.timezone.utc)
+      int(y),
+      int(mo),
+      int(d or 1),
+      int(h or 0),
+      int(mi or 0),
+      int(sec or 0),
+      int((frac or "0").ljust(6, "0")),
+      tzinfo=datetime.timezone.utc,
+    )
   except ValueError:  # e.g. month 13, 30 February
     return None
   if zone and zone != "Z":
@@ -119,8 +129,9 @@ def parse_date(text: str) -> Optional[float]:
   return when.timestamp()
 
 
-def check_time_order(path: str, column: str, dates: list[str],
-                     lines: list[int]) -> None:
+def check_time_order(
+  path: str, column: str, dates: list[str], lines: list[int]
+) -> None:
   """Raises a ValueError naming the first row whose date does not come
   strictly after the previous row's (out of order, or repeated), or that is
   not a date of :data:`DATE_FORMS`.
@@ -136,13 +147,17 @@ def check_time_order(path: str, column: str, dates: list[str],
     where = f"{path}, line {line} (data row {r + 1}), column {column!r}"
     when = parse_date(text)
     if when is None:
-      raise ValueError(f"{where}: {text!r} is not a date ({DATE_FORMS}); "
-                       "rows must be dated to be checked for time order")
+      raise ValueError(
+        f"{where}: {text!r} is not a date ({DATE_FORMS}); "
+        "rows must be dated to be checked for time order"
+      )
     if last is not None and when <= last[0]:
       what = "repeats the date of" if when == last[0] else "comes before"
-      raise ValueError(f"{where}: {text!r} {what} line {last[1]} "
-                       f"({last[2]!r}); the rows must be in time order, "
-                       "each date once")
+      raise ValueError(
+        f"{where}: {text!r} {what} line {last[1]} "
+        f"({last[2]!r}); the rows must be in time order, "
+        "each date once"
+      )
     last = (when, line, text)
 
 
@@ -220,48 +235,59 @@ def load_csv(path: PathLike, target: str = "all") -> CsvSeries:
       raise ValueError(f"{path}: not a readable CSV file ({e})") from None
     for i, name in enumerate(header):
       if header.index(name) != i:
-        raise ValueError(f"{path}: duplicate column name {name!r} in the "
-                         f"header")
+        raise ValueError(
+          f"{path}: duplicate column name {name!r} in the header"
+        )
     rows, lines = [], []
     try:
       for row in reader:
         if not any(cell.strip() for cell in row):
           continue
         if len(row) != len(header):
-          raise ValueError(f"{path}, line {reader.line_num}: expected "
-                           f"{len(header)} fields (as the header), got "
-                           f"{len(row)}")
+          raise ValueError(
+            f"{path}, line {reader.line_num}: expected "
+            f"{len(header)} fields (as the header), got "
+            f"{len(row)}"
+          )
         rows.append([cell.strip() for cell in row])
         lines.append(reader.line_num)
     except (csv.Error, UnicodeDecodeError) as e:
-      raise ValueError(f"{path}, line {reader.line_num}: not readable as CSV"
-                       f" ({e})") from None
+      raise ValueError(
+        f"{path}, line {reader.line_num}: not readable as CSV ({e})"
+      ) from None
   if not rows:
     raise ValueError(f"{path}: no data rows after the header")
 
-  date_col = next((i for i, name in enumerate(header)
-                   if name.lower() in DATE_NAMES), None)
+  date_col = next(
+    (i for i, name in enumerate(header) if name.lower() in DATE_NAMES), None
+  )
   rule = "name"
   text = [i for i, cell in enumerate(rows[0]) if cell and not _is_number(cell)]
   if date_col is None:
     date_col = text[0] if text else None
     rule = "first non-numeric column" if text else "none"
-  numeric = [header[i] for i in range(len(header))
-             if i != date_col and i not in text]
+  numeric = [
+    header[i] for i in range(len(header)) if i != date_col and i not in text
+  ]
   ignored = [header[i] for i in text if i != date_col]
   if not numeric:
-    raise ValueError(f"{path}: no numeric columns (columns: "
-                     f"{', '.join(header)})")
+    raise ValueError(
+      f"{path}: no numeric columns (columns: {', '.join(header)})"
+    )
   if target == "all":
     channels = numeric
   elif target in numeric:
     channels = [target]
   elif target in header:
-    raise ValueError(f"{path}: target column {target!r} is not numeric; "
-                     f"numeric columns: {', '.join(numeric)}")
+    raise ValueError(
+      f"{path}: target column {target!r} is not numeric; "
+      f"numeric columns: {', '.join(numeric)}"
+    )
   else:
-    raise ValueError(f"{path}: unknown target column {target!r}; numeric "
-                     f"columns: {', '.join(numeric)} (or 'all')")
+    raise ValueError(
+      f"{path}: unknown target column {target!r}; numeric "
+      f"columns: {', '.join(numeric)} (or 'all')"
+    )
 
   idx = [header.index(name) for name in channels]
   values = np.empty((len(rows), len(idx)), np.float32)
@@ -281,14 +307,23 @@ def load_csv(path: PathLike, target: str = "all") -> CsvSeries:
   dates = None if date_col is None else [row[date_col] for row in rows]
   if dates is not None:
     check_time_order(path, header[date_col], dates, lines)
-  return CsvSeries(path, values, channels, numeric,
-                   None if date_col is None else header[date_col], rule,
-                   dates, ignored)
+  return CsvSeries(
+    path,
+    values,
+    channels,
+    numeric,
+    None if date_col is None else header[date_col],
+    rule,
+    dates,
+    ignored,
+  )
 
 
-def split_borders(n_rows: int, split: str = "ratio",
-                  ratios: tuple[float, float, float] = (0.6, 0.2, 0.2)
-                  ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+def split_borders(
+  n_rows: int,
+  split: str = "ratio",
+  ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
   """Row ranges [start, end) of the train, val and test targets.
 
   Args:
@@ -304,52 +339,82 @@ def split_borders(n_rows: int, split: str = "ratio",
   """
   if split == "ratio":
     if len(ratios) != 3 or min(ratios) <= 0 or sum(ratios) > 1 + 1e-9:
-      raise ValueError(f"ratios must be 3 positive fractions summing to <= 1,"
-                       f" got {ratios!r}")
+      raise ValueError(
+        f"ratios must be 3 positive fractions summing to <= 1, got {ratios!r}"
+      )
     n_train = int(n_rows * ratios[0])
     n_test = int(n_rows * ratios[2])
-    n_val = (n_rows - n_train - n_test if abs(sum(ratios) - 1) < 1e-9
-             else int(n_rows * ratios[1]))
+    n_val = (
+      n_rows - n_train - n_test
+      if abs(sum(ratios) - 1) < 1e-9
+      else int(n_rows * ratios[1])
+    )
   elif split == "ett":
     n_train, n_val, n_test = ETT_HOURLY_BORDERS
     if n_rows < sum(ETT_HOURLY_BORDERS):
-      raise ValueError(f"split='ett' needs >= {sum(ETT_HOURLY_BORDERS)} rows,"
-                       f" got {n_rows}")
+      raise ValueError(
+        f"split='ett' needs >= {sum(ETT_HOURLY_BORDERS)} rows, got {n_rows}"
+      )
   else:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
   a, b = n_train, n_train + n_val
   return (0, a), (a, b), (b, b + n_test)
 
 
-def _fits(n_rows: int, lookback: int, horizon: int, split: str,
-          ratios: tuple[float, float, float], min_train_windows: int) -> bool:
+def _fits(
+  n_rows: int,
+  lookback: int,
+  horizon: int,
+  split: str,
+  ratios: tuple[float, float, float],
+  min_train_windows: int,
+) -> bool:
   """Whether each split has a window (as make_forecast_data), and the
   training split `min_train_windows`."""
-  counts = [hi - lookback - horizon - max(lo - lookback, 0) + 1
-            for lo, hi in split_borders(n_rows, split, ratios)]
+  counts = [
+    hi - lookback - horizon - max(lo - lookback, 0) + 1
+    for lo, hi in split_borders(n_rows, split, ratios)
+  ]
   return min(counts) >= 1 and counts[0] >= min_train_windows
 
 
-def min_rows(lookback: int, horizon: int, split: str = "ratio",
-             ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
-             min_train_windows: int = 1) -> Optional[int]:
+def min_rows(
+  lookback: int,
+  horizon: int,
+  split: str = "ratio",
+  ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
+  min_train_windows: int = 1,
+) -> Optional[int]:
   """The fewest rows giving every split a window (and the training split
   `min_train_windows`, a full batch), or None if no number of rows does
   (``split="ett"`` has fixed borders); `split` and `ratios` as
   :func:`split_borders`."""
   start = sum(ETT_HOURLY_BORDERS) if split == "ett" else 1
-  stop = (start + 1 if split == "ett" else
-          int(4 * (lookback + horizon + min_train_windows) / min(ratios))
-          + 100)
-  return next((n for n in range(start, stop) if _fits(
-      n, lookback, horizon, split, ratios, min_train_windows)), None)
+  stop = (
+    start + 1
+    if split == "ett"
+    else int(4 * (lookback + horizon + min_train_windows) / min(ratios)) + 100
+  )
+  return next(
+    (
+      n
+      for n in range(start, stop)
+      if _fits(n, lookback, horizon, split, ratios, min_train_windows)
+    ),
+    None,
+  )
 
 
-def check_rows(n_rows: int, lookback: int, horizon: int, *,
-               split: str = "ratio",
-               ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
-               min_train_windows: int = 1, source: str = "the series"
-               ) -> None:
+def check_rows(
+  n_rows: int,
+  lookback: int,
+  horizon: int,
+  *,
+  split: str = "ratio",
+  ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
+  min_train_windows: int = 1,
+  source: str = "the series",
+) -> None:
   """Raises a ValueError saying how many rows are needed, if `n_rows` is short.
 
   Args:
@@ -359,17 +424,26 @@ def check_rows(n_rows: int, lookback: int, horizon: int, *,
     source: what to name in the message (e.g. the file).
   """
   need = min_rows(lookback, horizon, split, ratios, min_train_windows)
-  if need is not None and n_rows >= need and _fits(
-      n_rows, lookback, horizon, split, ratios, min_train_windows):
+  if (
+    need is not None
+    and n_rows >= need
+    and _fits(n_rows, lookback, horizon, split, ratios, min_train_windows)
+  ):
     return
-  what = (f"lookback {lookback} + horizon {horizon} in each of the train, "
-          f"val and test splits ({split} split) and {min_train_windows} "
-          f"training window(s) (one full batch)")
+  what = (
+    f"lookback {lookback} + horizon {horizon} in each of the train, "
+    f"val and test splits ({split} split) and {min_train_windows} "
+    f"training window(s) (one full batch)"
+  )
   if need is None:
-    raise ValueError(f"{source}: the {split} split cannot fit {what}, "
-                     f"whatever the number of rows")
-  raise ValueError(f"{source} has {n_rows} rows, too few for {what}: needs "
-                   f"at least {need} rows")
+    raise ValueError(
+      f"{source}: the {split} split cannot fit {what}, "
+      f"whatever the number of rows"
+    )
+  raise ValueError(
+    f"{source} has {n_rows} rows, too few for {what}: needs "
+    f"at least {need} rows"
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -396,10 +470,15 @@ class ForecastData:
     return int(self.series.shape[1])
 
 
-def make_forecast_data(values: np.ndarray, lookback: int, horizon: int, *,
-                       split: str = "ratio",
-                       ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                       max_rows: Optional[int] = None) -> ForecastData:
+def make_forecast_data(
+  values: np.ndarray,
+  lookback: int,
+  horizon: int,
+  *,
+  split: str = "ratio",
+  ratios: tuple[float, float, float] = (0.6, 0.2, 0.2),
+  max_rows: Optional[int] = None,
+) -> ForecastData:
   """Normalizes a (T, C) series and lists each split's window starts.
 
   Args:
@@ -417,13 +496,14 @@ def make_forecast_data(values: np.ndarray, lookback: int, horizon: int, *,
     ValueError: bad lengths, or a split too short for one window.
   """
   if lookback < 1 or horizon < 1:
-    raise ValueError(f"lookback and horizon must be >= 1, got {lookback}, "
-                     f"{horizon}")
+    raise ValueError(
+      f"lookback and horizon must be >= 1, got {lookback}, {horizon}"
+    )
   values = np.asarray(values, np.float32)
   if max_rows is not None:
     values = values[:max_rows]
   borders = split_borders(len(values), split, ratios)
-  train_rows = values[borders[0][0]:borders[0][1]]
+  train_rows = values[borders[0][0] : borders[0][1]]
   mean = train_rows.mean(axis=0)
   std = train_rows.std(axis=0)
   std = np.where(std > 0, std, 1.0).astype(np.float32)
@@ -434,17 +514,20 @@ def make_forecast_data(values: np.ndarray, lookback: int, horizon: int, *,
     last = hi - lookback - horizon  # the target must end by `hi`
     if last < first:
       need = min_rows(lookback, horizon, split, ratios)
-      raise ValueError(f"the {name} split ({hi - lo} rows) is too short for "
-                       f"lookback {lookback} + horizon {horizon}"
-                       + (f"; the series needs at least {need} rows"
-                          if need else ""))
+      raise ValueError(
+        f"the {name} split ({hi - lo} rows) is too short for "
+        f"lookback {lookback} + horizon {horizon}"
+        + (f"; the series needs at least {need} rows" if need else "")
+      )
     starts[name] = np.arange(first, last + 1, dtype=np.int32)
-  return ForecastData(series, mean.astype(np.float32), std, lookback, horizon,
-                      starts)
+  return ForecastData(
+    series, mean.astype(np.float32), std, lookback, horizon, starts
+  )
 
 
-def windows(series: np.ndarray, starts: np.ndarray, lookback: int,
-            horizon: int) -> tuple[np.ndarray, np.ndarray]:
+def windows(
+  series: np.ndarray, starts: np.ndarray, lookback: int, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Gathers inputs (N, C, L) and targets (N, C, H) for the given starts."""
   starts = np.asarray(starts)[:, None]
   x = series[starts + np.arange(lookback)[None]]
@@ -452,8 +535,9 @@ def windows(series: np.ndarray, starts: np.ndarray, lookback: int,
   return np.transpose(x, (0, 2, 1)), np.transpose(y, (0, 2, 1))
 
 
-def consecutive_batches(starts: np.ndarray, batch_size: int, *,
-                        drop_last: bool = True) -> np.ndarray:
+def consecutive_batches(
+  starts: np.ndarray, batch_size: int, *, drop_last: bool = True
+) -> np.ndarray:
   """Splits starts into unshuffled batches of consecutive samples.
 
   Args:
@@ -469,19 +553,23 @@ def consecutive_batches(starts: np.ndarray, batch_size: int, *,
   n = len(starts) // batch_size
   if not drop_last and n * batch_size != len(starts):
     raise ValueError("len(starts) is not a multiple of batch_size")
-  return np.asarray(starts[:n * batch_size], np.int32).reshape(n, batch_size)
+  return np.asarray(starts[: n * batch_size], np.int32).reshape(n, batch_size)
 
 
-def shuffled_batches(starts: np.ndarray, batch_size: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def shuffled_batches(
+  starts: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
   """A random permutation of the starts, in full batches (for base training)."""
   perm = rng.permutation(np.asarray(starts, np.int32))
   return consecutive_batches(perm, batch_size)
 
 
-def padded_stream(first_eval: int, last_eval: int, batch_size: int,
-                  warmup_from: Optional[int] = None) -> tuple[np.ndarray,
-                                                               np.ndarray]:
+def padded_stream(
+  first_eval: int,
+  last_eval: int,
+  batch_size: int,
+  warmup_from: Optional[int] = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Consecutive starts covering a warm-up history and an evaluation range.
 
   The stream runs from `warmup_from` (default: no warm-up) through
@@ -506,4 +594,3 @@ def padded_stream(first_eval: int, last_eval: int, batch_size: int,
   stream = np.concatenate([np.full(pad, begin, np.int32), stream])
   mask = np.concatenate([np.zeros(pad, bool), mask])
   return stream.reshape(-1, batch_size), mask.reshape(-1, batch_size)
-

@@ -34,27 +34,45 @@ import numpy as np
 from grokfast_jax.experiments import common, harness
 from grokfast_jax.experiments.forecasting import data as fdata
 from grokfast_jax.experiments.forecasting import training
-from grokfast_jax.experiments.forecasting.config import (FLAGS,
-                                                         ForecastConfig,
-                                                         make_config)
+from grokfast_jax.experiments.forecasting.config import (
+  FLAGS,
+  ForecastConfig,
+  make_config,
+)
 
-UNITS = ("normalized: each channel z-scored with the training rows' mean and "
-         "std; averaged over windows, channels and horizon steps")
+UNITS = (
+  "normalized: each channel z-scored with the training rows' mean and "
+  "std; averaged over windows, channels and horizon steps"
+)
 # Test windows drawn in forecast.png (their targets tile the test split's
 # first rows).
 PLOT_WINDOWS = 3
 # Stage -> its model's name in the results.
 _MODELS = {"base": "base", "finetune": "bsa", "control": "control"}
 # The harness keys kept per stage in the command's results.json.
-_STAGE_KEYS = ("steps_per_epoch", "epochs", "stopped_early", "n_params",
-               "seconds_total", "seconds_first_eval", "steps_per_second",
-               "history")
+_STAGE_KEYS = (
+  "steps_per_epoch",
+  "epochs",
+  "stopped_early",
+  "n_params",
+  "seconds_total",
+  "seconds_first_eval",
+  "steps_per_second",
+  "history",
+)
 
 
-def run(values: np.ndarray, cfg: ForecastConfig, *, control: bool = False,
-        keep_models: bool = False, progress: bool = False,
-        checkpoint_dir: Optional[str | os.PathLike] = None,
-        checkpoint_every: int = 10, resume: bool = False) -> dict[str, Any]:
+def run(
+  values: np.ndarray,
+  cfg: ForecastConfig,
+  *,
+  control: bool = False,
+  keep_models: bool = False,
+  progress: bool = False,
+  checkpoint_dir: Optional[str | os.PathLike] = None,
+  checkpoint_every: int = 10,
+  resume: bool = False,
+) -> dict[str, Any]:
   """Base training, BSA fine-tuning and test metrics of both.
 
   Args:
@@ -80,30 +98,45 @@ def run(values: np.ndarray, cfg: ForecastConfig, *, control: bool = False,
     (model -> nnx.Module).
   """
   t0 = time.perf_counter()
-  fd = fdata.make_forecast_data(values, cfg.lookback, cfg.horizon,
-                                split=cfg.split, ratios=cfg.ratios,
-                                max_rows=cfg.max_rows)
+  fd = fdata.make_forecast_data(
+    values,
+    cfg.lookback,
+    cfg.horizon,
+    split=cfg.split,
+    ratios=cfg.ratios,
+    max_rows=cfg.max_rows,
+  )
   runs, models, metrics = {}, {}, {}
   for name in ("base", "finetune") + ("control",) * control:
     stage = training.Stage(cfg, name)
     start = runs["base"].state["best_params"] if runs else None
     done = runs[name] = harness.train(
-        TASK, stage, training.StageData(fd, start),
-        label=f"{cfg.model} {name}", progress=progress, resume=resume,
-        checkpoint_every=checkpoint_every,
-        checkpoint_dir=(None if checkpoint_dir is None
-                        else Path(checkpoint_dir) / name))
+      TASK,
+      stage,
+      training.StageData(fd, start),
+      label=f"{cfg.model} {name}",
+      progress=progress,
+      resume=resume,
+      checkpoint_every=checkpoint_every,
+      checkpoint_dir=(
+        None if checkpoint_dir is None else Path(checkpoint_dir) / name
+      ),
+    )
     model = models[_MODELS[name]] = training.stage_model(
-        stage, fd, done.state["best_params"], done.state["rest"])
+      stage, fd, done.state["best_params"], done.state["rest"]
+    )
     metrics[_MODELS[name]] = {
-        split: training.evaluate(model, fd, split,
-                                 batch_size=cfg.eval_batch_size)
-        for split in ("val", "test")}
+      split: training.evaluate(model, fd, split, batch_size=cfg.eval_batch_size)
+      for split in ("val", "test")
+    }
   out: dict[str, Any] = {name: m["test"] for name, m in metrics.items()}
-  out.update(base_val=metrics["base"]["val"]["mse"],
-             bsa_val=metrics["bsa"]["val"]["mse"], metrics=metrics,
-             log=[e for r in runs.values() for e in r.results["log"]],
-             runs=runs)
+  out.update(
+    base_val=metrics["base"]["val"]["mse"],
+    bsa_val=metrics["bsa"]["val"]["mse"],
+    metrics=metrics,
+    log=[e for r in runs.values() for e in r.results["log"]],
+    runs=runs,
+  )
   if keep_models:
     out.update(data=fd, models=models)
   out["seconds"] = time.perf_counter() - t0
@@ -117,10 +150,11 @@ def describe_data(series: fdata.CsvSeries) -> str:
   elif series.date_rule == "name":
     date = f"date column {series.date_column!r} (by its name)"
   else:
-    date = (f"date column {series.date_column!r} (the first non-numeric "
-            "column)")
-  text = (f"data: {series.path}: {len(series.values)} rows, {date}; "
-          f"{len(series.channels)} channel(s): {', '.join(series.channels)}")
+    date = f"date column {series.date_column!r} (the first non-numeric column)"
+  text = (
+    f"data: {series.path}: {len(series.values)} rows, {date}; "
+    f"{len(series.channels)} channel(s): {', '.join(series.channels)}"
+  )
   if series.ignored_columns:
     text += f"; ignored non-numeric: {', '.join(series.ignored_columns)}"
   return text
@@ -136,22 +170,32 @@ def describe(results: Mapping[str, Any]) -> str:
   ``dlinear on ETTh1.csv (7 channels, H=96): test MSE ...``."""
   metrics, channels = results["metrics"], len(results["data"]["channels"])
   b, s = metrics["base"]["test"], metrics["bsa"]["test"]
-  line = (f"{results['model']} on {results['data']['file']} ({channels} "
-          f"channel{'s' * (channels != 1)}, "
-          f"H={results['settings']['horizon']}): test MSE {b['mse']:.3f} -> "
-          f"{s['mse']:.3f} with BSA ({pct_change(s['mse'], b['mse']):+.1f}%), "
-          f"MAE {b['mae']:.3f} -> {s['mae']:.3f} "
-          f"({pct_change(s['mae'], b['mae']):+.1f}%)")
+  line = (
+    f"{results['model']} on {results['data']['file']} ({channels} "
+    f"channel{'s' * (channels != 1)}, "
+    f"H={results['settings']['horizon']}): test MSE {b['mse']:.3f} -> "
+    f"{s['mse']:.3f} with BSA ({pct_change(s['mse'], b['mse']):+.1f}%), "
+    f"MAE {b['mae']:.3f} -> {s['mae']:.3f} "
+    f"({pct_change(s['mae'], b['mae']):+.1f}%)"
+  )
   if "control" in metrics:
     c = metrics["control"]["test"]
-    line += (f"; control fine-tune without BSA: MSE {c['mse']:.3f} "
-             f"({pct_change(c['mse'], b['mse']):+.1f}%)")
+    line += (
+      f"; control fine-tune without BSA: MSE {c['mse']:.3f} "
+      f"({pct_change(c['mse'], b['mse']):+.1f}%)"
+    )
   return line
 
 
-def plot_forecasts(path: Path, fd: fdata.ForecastData, models: dict,
-                   channel: int, channel_name: str, title: str,
-                   dates=None) -> list[int]:
+def plot_forecasts(
+  path: Path,
+  fd: fdata.ForecastData,
+  models: dict,
+  channel: int,
+  channel_name: str,
+  title: str,
+  dates=None,
+) -> list[int]:
   """Draws the first test windows of one channel (original units): in each
   panel the look-back history, the truth and the base and BSA forecasts, on
   a standalone Agg Figure (no display, pyplot untouched).
@@ -172,11 +216,16 @@ def plot_forecasts(path: Path, fd: fdata.ForecastData, models: dict,
   from matplotlib.figure import Figure
 
   test = fd.starts["test"]
-  starts = [int(test[0]) + i * fd.horizon for i in range(PLOT_WINDOWS)
-            if int(test[0]) + i * fd.horizon <= int(test[-1])]
+  starts = [
+    int(test[0]) + i * fd.horizon
+    for i in range(PLOT_WINDOWS)
+    if int(test[0]) + i * fd.horizon <= int(test[-1])
+  ]
   scale, shift = fd.std[channel], fd.mean[channel]
-  preds = {name: training.predict(model, fd, starts)[:, channel] * scale
-           + shift for name, model in models.items()}
+  preds = {
+    name: training.predict(model, fd, starts)[:, channel] * scale + shift
+    for name, model in models.items()
+  }
   series = fd.series[:, channel] * scale + shift
   fig = Figure(figsize=(4.2 * len(starts), 3.6))
   FigureCanvasAgg(fig)
@@ -186,13 +235,17 @@ def plot_forecasts(path: Path, fd: fdata.ForecastData, models: dict,
     hist, fut = np.arange(s, s + L), np.arange(s + L, s + L + H)
     ax.plot(hist, series[hist], color="0.45", lw=1, label="look-back")
     ax.plot(fut, series[fut], color="black", lw=1.2, label="truth")
-    ax.plot(fut, preds["base"][k], color="tab:blue", ls="--", lw=1.2,
-            label="base")
-    ax.plot(fut, preds["bsa"][k], color="tab:red", ls="-", lw=1.2,
-            label="with BSA")
+    ax.plot(
+      fut, preds["base"][k], color="tab:blue", ls="--", lw=1.2, label="base"
+    )
+    ax.plot(
+      fut, preds["bsa"][k], color="tab:red", ls="-", lw=1.2, label="with BSA"
+    )
     when = f" ({dates[s + L]})" if dates is not None else ""
-    ax.set_title(f"test window {k + 1}: rows {s + L}-{s + L + H - 1}{when}",
-                 fontsize="small")
+    ax.set_title(
+      f"test window {k + 1}: rows {s + L}-{s + L + H - 1}{when}",
+      fontsize="small",
+    )
     ax.set_xlabel("row")
     ax.grid(True, alpha=0.3)
   axes[0].set_ylabel(channel_name)
@@ -204,8 +257,9 @@ def plot_forecasts(path: Path, fd: fdata.ForecastData, models: dict,
   return starts
 
 
-def _command(task: harness.Task, given: dict[str, Any],
-             options: harness.Options) -> int:
+def _command(
+  task: harness.Task, given: dict[str, Any], options: harness.Options
+) -> int:
   """``grokfast-jax forecast``: writes OUT/results.json and OUT/forecast.png.
 
   Bad settings or input raise a ValueError (the command line prints it as
@@ -214,65 +268,94 @@ def _command(task: harness.Task, given: dict[str, Any],
   cfg = task.make_config(given)
   target, control = given.get("target", "all"), bool(given.get("control"))
   series = fdata.load_csv(given["data"], target)
-  fdata.check_rows(len(series.values), cfg.lookback, cfg.horizon,
-                   split=cfg.split, ratios=cfg.ratios, source=series.path,
-                   min_train_windows=max(cfg.batch_size, cfg.ft_batch_size
-                                         if cfg.ft_epochs else 1))
+  fdata.check_rows(
+    len(series.values),
+    cfg.lookback,
+    cfg.horizon,
+    split=cfg.split,
+    ratios=cfg.ratios,
+    source=series.path,
+    min_train_windows=max(
+      cfg.batch_size, cfg.ft_batch_size if cfg.ft_epochs else 1
+    ),
+  )
   out = Path(options.out)
   if out.exists() and not out.is_dir():
     raise ValueError(f"--out {out}: exists and is not a folder")
   if importlib.util.find_spec("matplotlib") is None:
-    raise ValueError("forecast.png needs matplotlib (pip install "
-                     "'grokfast_jax[experiments]')")
+    raise ValueError(
+      "forecast.png needs matplotlib (pip install 'grokfast_jax[experiments]')"
+    )
   if options.resume and options.checkpoint_dir is None:
     raise ValueError("--resume needs --checkpoint-dir")
   print(describe_data(series))
-  result = run(series.values, cfg, control=control, keep_models=True,
-               progress=options.progress,
-               checkpoint_dir=options.checkpoint_dir,
-               checkpoint_every=options.checkpoint_every,
-               resume=options.resume)
+  result = run(
+    series.values,
+    cfg,
+    control=control,
+    keep_models=True,
+    progress=options.progress,
+    checkpoint_dir=options.checkpoint_dir,
+    checkpoint_every=options.checkpoint_every,
+    resume=options.resume,
+  )
   fd, metrics, runs = result["data"], result["metrics"], result["runs"]
   file, channel = os.path.basename(series.path), series.channels[-1]
   plot_path = out / "forecast.png"
   plotted = plot_forecasts(
-      plot_path, fd, {k: result["models"][k] for k in ("base", "bsa")},
-      len(series.channels) - 1, channel, f"{cfg.model} on {file}: {channel} "
-      f"(L={cfg.lookback}, H={cfg.horizon})", series.dates)
+    plot_path,
+    fd,
+    {k: result["models"][k] for k in ("base", "bsa")},
+    len(series.channels) - 1,
+    channel,
+    f"{cfg.model} on {file}: {channel} (L={cfg.lookback}, H={cfg.horizon})",
+    series.dates,
+  )
   borders = fdata.split_borders(len(series.values), cfg.split, cfg.ratios)
   results = {
-      "task": task.name,
-      "command": "forecast",
-      "model": cfg.model,
-      "data": {
-          "path": os.path.abspath(series.path), "file": file,
-          "rows": len(series.values), "target": target,
-          "channels": series.channels,
-          "numeric_columns": series.numeric_columns,
-          "ignored_columns": series.ignored_columns,
-          "date_column": series.date_column,
-          "date_column_found_by": series.date_rule,
-          "first_date": series.dates[0] if series.dates else None,
-          "last_date": series.dates[-1] if series.dates else None,
-          "split_rows": dict(zip(("train", "val", "test"), borders)),
-          "windows": {k: len(v) for k, v in fd.starts.items()},
-      },
-      "settings": {**dataclasses.asdict(cfg), "control": control},
-      "units": UNITS,
-      "metrics": metrics,
-      "bsa_change_percent": {
-          f"{split}_{m}": pct_change(metrics["bsa"][split][m],
-                                     metrics["base"][split][m])
-          for split in ("val", "test") for m in ("mse", "mae")},
-      "plot": {"file": plot_path.name, "channel": channel,
-               "window_starts": plotted},
-      "log": result["log"],
-      "stages": {name: {k: r.results[k] for k in _STAGE_KEYS}
-                 for name, r in runs.items()},
-      "seconds": result["seconds"],
-      # The same in every stage's results (the harness's keys).
-      **{k: runs["base"].results[k] for k in ("backend", "devices",
-                                               "process_count", "versions")},
+    "task": task.name,
+    "command": "forecast",
+    "model": cfg.model,
+    "data": {
+      "path": os.path.abspath(series.path),
+      "file": file,
+      "rows": len(series.values),
+      "target": target,
+      "channels": series.channels,
+      "numeric_columns": series.numeric_columns,
+      "ignored_columns": series.ignored_columns,
+      "date_column": series.date_column,
+      "date_column_found_by": series.date_rule,
+      "first_date": series.dates[0] if series.dates else None,
+      "last_date": series.dates[-1] if series.dates else None,
+      "split_rows": dict(zip(("train", "val", "test"), borders)),
+      "windows": {k: len(v) for k, v in fd.starts.items()},
+    },
+    "settings": {**dataclasses.asdict(cfg), "control": control},
+    "units": UNITS,
+    "metrics": metrics,
+    "bsa_change_percent": {
+      f"{split}_{m}": pct_change(
+        metrics["bsa"][split][m], metrics["base"][split][m]
+      )
+      for split in ("val", "test")
+      for m in ("mse", "mae")
+    },
+    "plot": {
+      "file": plot_path.name,
+      "channel": channel,
+      "window_starts": plotted,
+    },
+    "log": result["log"],
+    "stages": {
+      name: {k: r.results[k] for k in _STAGE_KEYS} for name, r in runs.items()
+    },
+    "seconds": result["seconds"],
+    # The same in every stage's results (the harness's keys).
+    **{
+      k: runs["base"].results[k]
+      for k in ("backend", "devices", "process_count", "versions")
+    },
   }
   common.save_results(out, results)
   print(describe(results))
@@ -281,25 +364,24 @@ def _command(task: harness.Task, given: dict[str, Any],
 
 
 TASK = harness.Task(
-    name="forecast",
-    help="forecast a CSV time series with and without Batched Spectral "
-    "Attention",
-    description="Train a base forecaster on shuffled windows of a CSV "
-    "series (a date column and numeric columns; the date column is the one "
-    "named date/time/timestamp, else the first non-numeric column), "
-    "fine-tune it with Batched Spectral Attention on consecutive windows, "
-    "and score both on the validation and test splits (chronological). "
-    "Writes OUT/results.json and OUT/forecast.png.",
-    config_class=ForecastConfig,
-    make_config=make_config,
-    extra_flags=FLAGS,
-    build=training.build,
-    summarize=training.summarize,
-    describe=describe,
-    plots=(),
-    default_out="runs/forecast",
-    mesh_ok=False,
-    custom_run=_command,
+  name="forecast",
+  help="forecast a CSV time series with and without Batched Spectral Attention",
+  description="Train a base forecaster on shuffled windows of a CSV "
+  "series (a date column and numeric columns; the date column is the one "
+  "named date/time/timestamp, else the first non-numeric column), "
+  "fine-tune it with Batched Spectral Attention on consecutive windows, "
+  "and score both on the validation and test splits (chronological). "
+  "Writes OUT/results.json and OUT/forecast.png.",
+  config_class=ForecastConfig,
+  make_config=make_config,
+  extra_flags=FLAGS,
+  build=training.build,
+  summarize=training.summarize,
+  describe=describe,
+  plots=(),
+  default_out="runs/forecast",
+  mesh_ok=False,
+  custom_run=_command,
 )
 """The task. Its command (``custom_run``) reads the CSV file and runs
 :func:`run`, whose stages :func:`harness.train` trains (config: a

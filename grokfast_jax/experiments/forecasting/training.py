@@ -78,8 +78,9 @@ class StageData:
   start: Optional[Any] = None
 
 
-def gather(series: jax.Array, starts: jax.Array, lookback: int,
-           horizon: int) -> tuple[jax.Array, jax.Array]:
+def gather(
+  series: jax.Array, starts: jax.Array, lookback: int, horizon: int
+) -> tuple[jax.Array, jax.Array]:
   """Inputs (B, C, L) and targets (B, C, H) of the windows at `starts`."""
   x = series[starts[:, None] + jnp.arange(lookback)[None]]
   y = series[starts[:, None] + lookback + jnp.arange(horizon)[None]]
@@ -107,20 +108,21 @@ def has_state(rest) -> bool:
   return len(jax.tree_util.tree_leaves(rest)) > 0
 
 
-@functools.lru_cache(maxsize=None)
-def base_optimizer(lr: float, weight_decay: float = 0.0,
-                   lr_decay: float = 1.0, steps_per_epoch: int = 1
-                   ) -> optax.GradientTransformation:
+@functools.cache
+def base_optimizer(
+  lr: float,
+  weight_decay: float = 0.0,
+  lr_decay: float = 1.0,
+  steps_per_epoch: int = 1,
+) -> optax.GradientTransformation:
   """Adam for base training, its rate times `lr_decay` after every epoch of
   `steps_per_epoch` updates, with an L2 term `weight_decay` added to the
   gradient (torch Adam's ``weight_decay``); cached so that jitted epochs are
   reused."""
   if weight_decay == 0 and lr_decay == 1:
     return optax.adam(lr)
-  rate = optax.exponential_decay(lr, steps_per_epoch, lr_decay,
-                                 staircase=True)
-  return optax.chain(optax.add_decayed_weights(weight_decay),
-                     optax.adam(rate))
+  rate = optax.exponential_decay(lr, steps_per_epoch, lr_decay, staircase=True)
+  return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(rate))
 
 
 def _group(path) -> str:
@@ -132,24 +134,32 @@ def _group(path) -> str:
   return "alpha" if "alpha_logits" in keys else "spectral"
 
 
-@functools.lru_cache(maxsize=None)
-def finetune_optimizer(lr_spectral: float, lr_base: float,
-                       weight_decay: float, *,
-                       lr_alpha: Optional[float] = None,
-                       decoupled_wd: bool = True, schedule: str = "constant",
-                       warmup_steps: int = 0, total_steps: int = 1,
-                       clip: str = "value") -> optax.GradientTransformation:
+@functools.cache
+def finetune_optimizer(
+  lr_spectral: float,
+  lr_base: float,
+  weight_decay: float,
+  *,
+  lr_alpha: Optional[float] = None,
+  decoupled_wd: bool = True,
+  schedule: str = "constant",
+  warmup_steps: int = 0,
+  total_steps: int = 1,
+  clip: str = "value",
+) -> optax.GradientTransformation:
   """Fine-tuning: Adam on the BSA mixing logits (`lr_spectral`) and
   smoothing-factor logits (`lr_alpha`, default `lr_spectral`), and on the
   base parameters at `lr_base` with weight decay (AdamW's decoupled decay, or
   an L2 term before Adam); the gradient clipped at 1 by value or global norm.
   With ``schedule="cosine"`` every rate warms up linearly from 0 over
   `warmup_steps` and then follows a cosine to 0 at `total_steps`."""
+
   def rate(peak):
     if schedule == "constant":
       return peak
     return optax.warmup_cosine_decay_schedule(
-        0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1))
+      0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1)
+    )
 
   def labels(params):
     return jax.tree_util.tree_map_with_path(lambda p, _: _group(p), params)
@@ -157,19 +167,26 @@ def finetune_optimizer(lr_spectral: float, lr_base: float,
   if decoupled_wd:
     base = optax.adamw(rate(lr_base), weight_decay=weight_decay)
   else:
-    base = optax.chain(optax.add_decayed_weights(weight_decay),
-                       optax.adam(rate(lr_base)))
-  groups = {"spectral": optax.adam(rate(lr_spectral)), "base": base,
-            "alpha": optax.adam(rate(lr_spectral if lr_alpha is None
-                                     else lr_alpha))}
+    base = optax.chain(
+      optax.add_decayed_weights(weight_decay), optax.adam(rate(lr_base))
+    )
+  groups = {
+    "spectral": optax.adam(rate(lr_spectral)),
+    "base": base,
+    "alpha": optax.adam(rate(lr_spectral if lr_alpha is None else lr_alpha)),
+  }
   return optax.chain(
-      optax.clip(1.0) if clip == "value" else optax.clip_by_global_norm(1.0),
-      optax.multi_transform(groups, labels))
+    optax.clip(1.0) if clip == "value" else optax.clip_by_global_norm(1.0),
+    optax.multi_transform(groups, labels),
+  )
 
 
-def update(graphdef, tx: optax.GradientTransformation, state: dict,
-           batch: tuple[jax.Array, jax.Array]
-           ) -> tuple[dict, dict[str, jax.Array]]:
+def update(
+  graphdef,
+  tx: optax.GradientTransformation,
+  state: dict,
+  batch: tuple[jax.Array, jax.Array],
+) -> tuple[dict, dict[str, jax.Array]]:
   """One MSE step on a batch of windows (pure: bind `graphdef` and `tx` for
   a function of ``(state, batch)``).
 
@@ -191,14 +208,31 @@ def update(graphdef, tx: optax.GradientTransformation, state: dict,
 
   params = state["params"]
   (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      params, state["rest"])
+    params, state["rest"]
+  )
   updates, opt = tx.update(grads, state["opt"], params)
-  return ({**state, "params": optax.apply_updates(params, updates),
-           "rest": rest, "opt": opt}, {"train_mse": loss})
+  return (
+    {
+      **state,
+      "params": optax.apply_updates(params, updates),
+      "rest": rest,
+      "opt": opt,
+    },
+    {"train_mse": loss},
+  )
 
 
-def stream_sums(graphdef, lookback, horizon, params, rest, series, batches,
-                mask, keep_preds=False):
+def stream_sums(
+  graphdef,
+  lookback,
+  horizon,
+  params,
+  rest,
+  series,
+  batches,
+  mask,
+  keep_preds=False,
+):
   """Squared and absolute error sums over the masked samples of a stream.
 
   Args:
@@ -213,15 +247,21 @@ def stream_sums(graphdef, lookback, horizon, params, rest, series, batches,
     ``(sum_sq, sum_abs, n_values, rest, preds)``: `preds` the (n, B, C, H)
     forecasts with `keep_preds`, else None.
   """
+
   def body(r, inputs):
     starts, m = inputs
     x, y = gather(series, starts, lookback, horizon)
     pred, r = forward(graphdef, params, r, x)
     w = m[:, None, None].astype(jnp.float32)
     err = pred - y
-    return r, ((jnp.sum(w * err ** 2), jnp.sum(w * jnp.abs(err)),
-                jnp.sum(w) * err.shape[1] * err.shape[2]),
-               pred if keep_preds else None)
+    return r, (
+      (
+        jnp.sum(w * err**2),
+        jnp.sum(w * jnp.abs(err)),
+        jnp.sum(w) * err.shape[1] * err.shape[2],
+      ),
+      pred if keep_preds else None,
+    )
 
   rest, ((sq, ab, n), preds) = jax.lax.scan(body, rest, (batches, mask))
   return jnp.sum(sq), jnp.sum(ab), jnp.sum(n), rest, preds
@@ -230,16 +270,21 @@ def stream_sums(graphdef, lookback, horizon, params, rest, series, batches,
 eval_stream = jax.jit(stream_sums, static_argnums=(0, 1, 2, 8))
 
 
-def stage_model(stage: Stage, fd: fdata.ForecastData,
-                *states: Any) -> nnx.Module:
+def stage_model(
+  stage: Stage, fd: fdata.ForecastData, *states: Any
+) -> nnx.Module:
   """The stage's model (with BSA for "finetune"), updated with each of
   `states` that is not None (the Params to start from, or a trained stage's
   ``state["best_params"], state["rest"]``)."""
   cfg = stage.cfg
-  model = make_model(cfg.model, fd.channels, cfg.lookback, cfg.horizon,
-                     seed=cfg.seed,
-                     spectral=(cfg.spectral_kwargs()
-                               if stage.name == "finetune" else None))
+  model = make_model(
+    cfg.model,
+    fd.channels,
+    cfg.lookback,
+    cfg.horizon,
+    seed=cfg.seed,
+    spectral=(cfg.spectral_kwargs() if stage.name == "finetune" else None),
+  )
   for state in states:
     if state is not None:
       nnx.update(model, state)
@@ -247,8 +292,9 @@ def stage_model(stage: Stage, fd: fdata.ForecastData,
 
 
 @functools.lru_cache(maxsize=64)
-def _functions(graphdef, tx, lookback: int, horizon: int, shuffled: bool,
-               warm_up: bool):
+def _functions(
+  graphdef, tx, lookback: int, horizon: int, shuffled: bool, warm_up: bool
+):
   """The stage's pure (train_epoch, evaluate), cached so that runs of the
   same model structure and optimizer share one compilation."""
   step = functools.partial(update, graphdef, tx)
@@ -258,8 +304,10 @@ def _functions(graphdef, tx, lookback: int, horizon: int, shuffled: bool,
       batches = data["perms"][epoch - 1]
     else:
       batches = data["batches"]
-      state = {**state, "rest": reset_rest(graphdef, state["params"],
-                                           state["rest"])}
+      state = {
+        **state,
+        "rest": reset_rest(graphdef, state["params"], state["rest"]),
+      }
 
     def body(s, starts):
       s, m = step(s, gather(data["series"], starts, lookback, horizon))
@@ -273,29 +321,47 @@ def _functions(graphdef, tx, lookback: int, horizon: int, shuffled: bool,
     params, rest = state["params"], state["rest"]
     if warm_up:
       rest = reset_rest(graphdef, params, rest)
-    sq, ab, n, _, _ = stream_sums(graphdef, lookback, horizon, params, rest,
-                               data["series"], data["val_batches"],
-                               data["val_mask"])
+    sq, ab, n, _, _ = stream_sums(
+      graphdef,
+      lookback,
+      horizon,
+      params,
+      rest,
+      data["series"],
+      data["val_batches"],
+      data["val_mask"],
+    )
     mse, mae = sq / n, ab / n
     better = mse < state["best_val"]
-    best = jax.tree.map(lambda new, old: jnp.where(better, new, old),
-                        params, state["best_params"])
-    state = {**state, "best_params": best,
-             "best_val": jnp.where(better, mse, state["best_val"]),
-             "bad": jnp.where(better, 0, state["bad"] + 1)}
-    return state, {"val_mse": mse, "val_mae": mae,
-                   "best_val_mse": state["best_val"], "bad": state["bad"]}
+    best = jax.tree.map(
+      lambda new, old: jnp.where(better, new, old), params, state["best_params"]
+    )
+    state = {
+      **state,
+      "best_params": best,
+      "best_val": jnp.where(better, mse, state["best_val"]),
+      "bad": jnp.where(better, 0, state["bad"] + 1),
+    }
+    return state, {
+      "val_mse": mse,
+      "val_mae": mae,
+      "best_val_mse": state["best_val"],
+      "bad": state["bad"],
+    }
 
   return train_epoch, evaluate
 
 
-def _entry(epoch_metrics: Mapping[str, Any],
-           eval_metrics: Mapping[str, float]) -> dict[str, Any]:
-  return {"train_loss": float(epoch_metrics["train_mse"][-1]),
-          "val_loss": eval_metrics["val_mse"],
-          "val_mae": eval_metrics["val_mae"],
-          "best_val_loss": eval_metrics["best_val_mse"],
-          "epochs_without_gain": int(eval_metrics["bad"])}
+def _entry(
+  epoch_metrics: Mapping[str, Any], eval_metrics: Mapping[str, float]
+) -> dict[str, Any]:
+  return {
+    "train_loss": float(epoch_metrics["train_mse"][-1]),
+    "val_loss": eval_metrics["val_mse"],
+    "val_mae": eval_metrics["val_mae"],
+    "best_val_loss": eval_metrics["best_val_mse"],
+    "epochs_without_gain": int(eval_metrics["bad"]),
+  }
 
 
 def build(stage: Stage, data: StageData, ctx: Context) -> Program:
@@ -307,62 +373,109 @@ def build(stage: Stage, data: StageData, ctx: Context) -> Program:
   base = stage.name == "base"
   if base:
     rng = np.random.default_rng(cfg.seed)
-    order = {"perms": np.stack([
-        fdata.shuffled_batches(fd.starts["train"], cfg.batch_size, rng)
-        for _ in range(cfg.max_epochs)])}
+    order = {
+      "perms": np.stack(
+        [
+          fdata.shuffled_batches(fd.starts["train"], cfg.batch_size, rng)
+          for _ in range(cfg.max_epochs)
+        ]
+      )
+    }
     epochs, spe = cfg.max_epochs, order["perms"].shape[1]
     tx = base_optimizer(cfg.lr, cfg.weight_decay, cfg.lr_decay, spe)
   else:
-    order = {"batches": fdata.consecutive_batches(fd.starts["train"],
-                                                  cfg.ft_batch_size)}
+    order = {
+      "batches": fdata.consecutive_batches(
+        fd.starts["train"], cfg.ft_batch_size
+      )
+    }
     epochs, spe = cfg.ft_epochs, order["batches"].shape[0]
     tx = finetune_optimizer(
-        cfg.ft_lr_spectral, cfg.ft_lr_base, cfg.ft_weight_decay,
-        lr_alpha=cfg.ft_lr_alpha, decoupled_wd=cfg.ft_decoupled_wd,
-        schedule=cfg.ft_schedule,
-        warmup_steps=-(-cfg.ft_warmup_samples // cfg.ft_batch_size),
-        total_steps=epochs * spe, clip=cfg.ft_clip)
+      cfg.ft_lr_spectral,
+      cfg.ft_lr_base,
+      cfg.ft_weight_decay,
+      lr_alpha=cfg.ft_lr_alpha,
+      decoupled_wd=cfg.ft_decoupled_wd,
+      schedule=cfg.ft_schedule,
+      warmup_steps=-(-cfg.ft_warmup_samples // cfg.ft_batch_size),
+      total_steps=epochs * spe,
+      clip=cfg.ft_clip,
+    )
   warm_up = has_state(rest)
   val = fd.starts["val"]
   val_batches, val_mask = fdata.padded_stream(
-      int(val[0]), int(val[-1]), cfg.eval_batch_size, 0 if warm_up else None)
+    int(val[0]), int(val[-1]), cfg.eval_batch_size, 0 if warm_up else None
+  )
   # Fresh buffers: the harness donates the state, and `start` lives on.
   params = jax.tree.map(jnp.array, params)
-  state = {"params": params, "rest": rest, "opt": tx.init(params),
-           "best_params": jax.tree.map(jnp.array, params),
-           "best_val": jnp.asarray(np.inf, jnp.float32),
-           "bad": jnp.asarray(0, jnp.int32)}
-  arrays = ctx.place_data({"series": jnp.asarray(fd.series),
-                           "val_batches": jnp.asarray(val_batches),
-                           "val_mask": jnp.asarray(val_mask),
-                           **{k: jnp.asarray(v) for k, v in order.items()}})
-  train_epoch, evaluate = _functions(graphdef, tx, fd.lookback, fd.horizon,
-                                     base, warm_up)
+  state = {
+    "params": params,
+    "rest": rest,
+    "opt": tx.init(params),
+    "best_params": jax.tree.map(jnp.array, params),
+    "best_val": jnp.asarray(np.inf, jnp.float32),
+    "bad": jnp.asarray(0, jnp.int32),
+  }
+  arrays = ctx.place_data(
+    {
+      "series": jnp.asarray(fd.series),
+      "val_batches": jnp.asarray(val_batches),
+      "val_mask": jnp.asarray(val_mask),
+      **{k: jnp.asarray(v) for k, v in order.items()},
+    }
+  )
+  train_epoch, evaluate = _functions(
+    graphdef, tx, fd.lookback, fd.horizon, base, warm_up
+  )
   patience = cfg.patience
   return Program(
-      state=state, data=arrays, train_epoch=train_epoch, evaluate=evaluate,
-      entry=_entry, total_epochs=epochs, steps_per_epoch=spe,
-      should_stop=((lambda h: h[-1]["epochs_without_gain"] >= patience)
-                   if base and patience is not None else None),
-      info={"n_params": sum(int(np.size(x))
-                            for x in jax.tree.leaves(params))})
+    state=state,
+    data=arrays,
+    train_epoch=train_epoch,
+    evaluate=evaluate,
+    entry=_entry,
+    total_epochs=epochs,
+    steps_per_epoch=spe,
+    should_stop=(
+      (lambda h: h[-1]["epochs_without_gain"] >= patience)
+      if base and patience is not None
+      else None
+    ),
+    info={"n_params": sum(int(np.size(x)) for x in jax.tree.leaves(params))},
+  )
 
 
-def summarize(stage: Stage, data: StageData,
-              facts: Mapping[str, Any]) -> dict[str, Any]:
+def summarize(
+  stage: Stage, data: StageData, facts: Mapping[str, Any]
+) -> dict[str, Any]:
   """A stage's own results keys (the harness adds its own), "log" the
   per-epoch entries the command's results.json keeps."""
   history = facts["history"]
-  return {"stage": stage.name, "epochs": len(history),
-          "stopped_early": bool(facts["stopped_early"]),
-          "n_params": facts["info"]["n_params"],
-          "log": [{"stage": stage.name, "epoch": h["epoch"] - 1,
-                   "train_mse": h["train_loss"], "val_mse": h["val_loss"]}
-                  for h in history]}
+  return {
+    "stage": stage.name,
+    "epochs": len(history),
+    "stopped_early": bool(facts["stopped_early"]),
+    "n_params": facts["info"]["n_params"],
+    "log": [
+      {
+        "stage": stage.name,
+        "epoch": h["epoch"] - 1,
+        "train_mse": h["train_loss"],
+        "val_mse": h["val_loss"],
+      }
+      for h in history
+    ],
+  }
 
 
-def _stream(model: nnx.Module, fd: fdata.ForecastData, first: int,
-            last: int, batch_size: int, warm_up: Optional[bool]):
+def _stream(
+  model: nnx.Module,
+  fd: fdata.ForecastData,
+  first: int,
+  last: int,
+  batch_size: int,
+  warm_up: Optional[bool],
+):
   """``((graphdef, lookback, horizon, params, rest, series), batches,
   mask)``: the stream of windows `first`..`last`, begun at the series' first
   window and the rest state reset when warming up (default: when the model
@@ -372,15 +485,24 @@ def _stream(model: nnx.Module, fd: fdata.ForecastData, first: int,
     warm_up = has_state(rest)
   if warm_up:
     rest = reset_rest(graphdef, params, rest)
-  batches, mask = fdata.padded_stream(first, last, batch_size,
-                                      0 if warm_up else None)
-  return ((graphdef, fd.lookback, fd.horizon, params, rest,
-           jnp.asarray(fd.series)), batches, mask)
+  batches, mask = fdata.padded_stream(
+    first, last, batch_size, 0 if warm_up else None
+  )
+  return (
+    (graphdef, fd.lookback, fd.horizon, params, rest, jnp.asarray(fd.series)),
+    batches,
+    mask,
+  )
 
 
-def evaluate(model: nnx.Module, fd: fdata.ForecastData, split: str, *,
-             batch_size: int = 256, warm_up: Optional[bool] = None
-             ) -> dict[str, float]:
+def evaluate(
+  model: nnx.Module,
+  fd: fdata.ForecastData,
+  split: str,
+  *,
+  batch_size: int = 256,
+  warm_up: Optional[bool] = None,
+) -> dict[str, float]:
   """Test-style MSE and MAE over a split's windows (normalized units).
 
   A model holding Spectral Attention is reset and then run over every earlier
@@ -400,17 +522,24 @@ def evaluate(model: nnx.Module, fd: fdata.ForecastData, split: str, *,
     ``{"mse": ..., "mae": ...}``. The model's state is left as after the run.
   """
   starts = fd.starts[split]
-  args, batches, mask = _stream(model, fd, int(starts[0]), int(starts[-1]),
-                                batch_size, warm_up)
-  sq, ab, n, rest, _ = eval_stream(*args, jnp.asarray(batches),
-                                   jnp.asarray(mask))
+  args, batches, mask = _stream(
+    model, fd, int(starts[0]), int(starts[-1]), batch_size, warm_up
+  )
+  sq, ab, n, rest, _ = eval_stream(
+    *args, jnp.asarray(batches), jnp.asarray(mask)
+  )
   nnx.update(model, rest)
   return {"mse": float(sq / n), "mae": float(ab / n)}
 
 
-def predict(model: nnx.Module, fd: fdata.ForecastData, starts, *,
-            batch_size: int = 256, warm_up: Optional[bool] = None
-            ) -> np.ndarray:
+def predict(
+  model: nnx.Module,
+  fd: fdata.ForecastData,
+  starts,
+  *,
+  batch_size: int = 256,
+  warm_up: Optional[bool] = None,
+) -> np.ndarray:
   """Forecasts at the given window starts, as :func:`evaluate` scores them.
 
   A model holding Spectral Attention is reset and warmed up over every
@@ -427,14 +556,25 @@ def predict(model: nnx.Module, fd: fdata.ForecastData, starts, *,
   """
   starts = np.asarray(starts, np.int64)
   (*model_args, rest, series), batches, mask = _stream(
-      model, fd, int(starts.min()), int(starts.max()), batch_size, warm_up)
+    model, fd, int(starts.min()), int(starts.max()), batch_size, warm_up
+  )
   first = int(np.argmax(mask.any(axis=1)))  # batches before: warm-up only
   if first > 0:
-    rest = eval_stream(*model_args, rest, series, jnp.asarray(batches[:first]),
-                       jnp.asarray(mask[:first]))[3]
-  *_, rest, preds = eval_stream(*model_args, rest, series,
-                                jnp.asarray(batches[first:]),
-                                jnp.asarray(mask[first:]), True)
+    rest = eval_stream(
+      *model_args,
+      rest,
+      series,
+      jnp.asarray(batches[:first]),
+      jnp.asarray(mask[:first]),
+    )[3]
+  *_, rest, preds = eval_stream(
+    *model_args,
+    rest,
+    series,
+    jnp.asarray(batches[first:]),
+    jnp.asarray(mask[first:]),
+    True,
+  )
   nnx.update(model, rest)
   preds = np.asarray(preds).reshape(-1, *preds.shape[2:])
   # The stream is consecutive and ends at the last requested start.

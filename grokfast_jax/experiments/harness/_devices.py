@@ -19,9 +19,11 @@ from grokfast_jax.experiments.harness._task import Context
 MESHES = ("none", "dp", "fsdp")
 
 
-def start_distributed(coordinator_address: Optional[str] = None,
-                      num_processes: Optional[int] = None,
-                      process_id: Optional[int] = None) -> None:
+def start_distributed(
+  coordinator_address: Optional[str] = None,
+  num_processes: Optional[int] = None,
+  process_id: Optional[int] = None,
+) -> None:
   """Joins this process to the others of a multi-host run.
 
   Args:
@@ -35,19 +37,26 @@ def start_distributed(coordinator_address: Optional[str] = None,
   """
   if num_processes is not None and num_processes < 1:
     raise ValueError(f"num_processes must be an int >= 1, got {num_processes}")
-  if process_id is not None and num_processes is not None and not (
-      0 <= process_id < num_processes):
-    raise ValueError(f"process_id must be in [0, {num_processes}), got "
-                     f"{process_id}")
+  if (
+    process_id is not None
+    and num_processes is not None
+    and not (0 <= process_id < num_processes)
+  ):
+    raise ValueError(
+      f"process_id must be in [0, {num_processes}), got {process_id}"
+    )
   if coordinator_address is not None and ":" not in coordinator_address:
-    raise ValueError("coordinator_address must be HOST:PORT, got "
-                     f"{coordinator_address!r}")
+    raise ValueError(
+      f"coordinator_address must be HOST:PORT, got {coordinator_address!r}"
+    )
   # CPU collectives between processes go over gloo (set before the backend
   # starts; asking for the backend here would start it too early).
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes,
-                             process_id=process_id)
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address,
+    num_processes=num_processes,
+    process_id=process_id,
+  )
 
 
 def is_writer() -> bool:
@@ -81,10 +90,14 @@ def make_context(layout: str = "none", devices: int = 0) -> Context:
   def shard_batch(x: Any) -> Any:
     return jax.lax.with_sharding_constraint(x, split)
 
-  return Context(mesh=mesh, layout=layout,
-                 place_params=lambda p: sharding.place_params(p, mesh, layout),
-                 place_data=place_data, shard_batch=shard_batch,
-                 devices=int(mesh.devices.size))
+  return Context(
+    mesh=mesh,
+    layout=layout,
+    place_params=lambda p: sharding.place_params(p, mesh, layout),
+    place_data=place_data,
+    shard_batch=shard_batch,
+    devices=int(mesh.devices.size),
+  )
 
 
 def _put_global(a: Any, sharding_: Any) -> Any:
@@ -92,6 +105,8 @@ def _put_global(a: Any, sharding_: Any) -> Any:
   if jax.process_count() == 1:
     return jax.device_put(a, sharding_)
   import numpy as np
+
   host = np.asarray(a)
-  return jax.make_array_from_callback(host.shape, sharding_,
-                                      lambda idx: host[idx])
+  return jax.make_array_from_callback(
+    host.shape, sharding_, lambda idx: host[idx]
+  )

@@ -16,12 +16,19 @@ import typing
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *,
-           flag: Optional[str] = None, aliases: Sequence[str] = (),
-           choices: Optional[Iterable[Any]] = None,
-           parse: Optional[Callable[[str], Any]] = None,
-           metavar: Optional[str] = None, group: Optional[str] = None,
-           cli: bool = True, default_factory: Any = dataclasses.MISSING):
+def option(
+  default: Any = dataclasses.MISSING,
+  help: str = "",
+  *,
+  flag: Optional[str] = None,
+  aliases: Sequence[str] = (),
+  choices: Optional[Iterable[Any]] = None,
+  parse: Optional[Callable[[str], Any]] = None,
+  metavar: Optional[str] = None,
+  group: Optional[str] = None,
+  cli: bool = True,
+  default_factory: Any = dataclasses.MISSING,
+):
   """A dataclass field that is also a command-line flag.
 
   Args:
@@ -39,12 +46,18 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *,
   Returns:
     A :func:`dataclasses.field`.
   """
-  metadata = {"help": help, "flag": flag, "aliases": tuple(aliases),
-              "choices": None if choices is None else tuple(choices),
-              "parse": parse, "metavar": metavar, "group": group, "cli": cli}
+  metadata = {
+    "help": help,
+    "flag": flag,
+    "aliases": tuple(aliases),
+    "choices": None if choices is None else tuple(choices),
+    "parse": parse,
+    "metavar": metavar,
+    "group": group,
+    "cli": cli,
+  }
   if default_factory is not dataclasses.MISSING:
-    return dataclasses.field(default_factory=default_factory,
-                             metadata=metadata)
+    return dataclasses.field(default_factory=default_factory, metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -67,7 +80,8 @@ def _int_list(text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in text.split(",") if t.strip())
   except ValueError:
     raise argparse.ArgumentTypeError(
-        f"expected comma-separated ints, got {text!r}") from None
+      f"expected comma-separated ints, got {text!r}"
+    ) from None
 
 
 def _parser_for(tp: Any) -> Callable[[str], Any]:
@@ -81,14 +95,18 @@ def _parser_for(tp: Any) -> Callable[[str], Any]:
 
 def cli_fields(config_class: type) -> list[dataclasses.Field]:
   """The fields of `config_class` that are flags."""
-  return [f for f in dataclasses.fields(config_class)
-          if f.metadata.get("cli", True)]
+  return [
+    f for f in dataclasses.fields(config_class) if f.metadata.get("cli", True)
+  ]
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *,
-                     skip: Iterable[str] = (),
-                     choices: Optional[Mapping[str, Sequence[Any]]] = None,
-                     ) -> None:
+def add_config_flags(
+  parser: argparse.ArgumentParser,
+  config_class: type,
+  *,
+  skip: Iterable[str] = (),
+  choices: Optional[Mapping[str, Sequence[Any]]] = None,
+) -> None:
   """Adds one flag per field of `config_class` (default None: not given).
 
   Args:
@@ -106,13 +124,17 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *,
     meta = field.metadata
     target = parser
     if meta.get("group"):
-      target = groups.setdefault(meta["group"],
-                                 parser.add_argument_group(meta["group"]))
+      target = groups.setdefault(
+        meta["group"], parser.add_argument_group(meta["group"])
+      )
     names = [flag_name(field), *meta.get("aliases", ())]
     tp = _unwrap_optional(hints[field.name])
     allowed = (choices or {}).get(field.name, meta.get("choices"))
-    kwargs: dict[str, Any] = {"dest": field.name, "default": None,
-                              "help": meta.get("help") or None}
+    kwargs: dict[str, Any] = {
+      "dest": field.name,
+      "default": None,
+      "help": meta.get("help") or None,
+    }
     if tp is bool and meta.get("parse") is None:
       target.add_argument(*names, action="store_true", **kwargs)
       continue
@@ -124,8 +146,12 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, *,
     target.add_argument(*names, **kwargs)
 
 
-def given_settings(args: argparse.Namespace,
-                   config_class: type) -> dict[str, Any]:
+def given_settings(
+  args: argparse.Namespace, config_class: type
+) -> dict[str, Any]:
   """The config fields the user gave on the command line (not None)."""
-  return {f.name: getattr(args, f.name) for f in cli_fields(config_class)
-          if getattr(args, f.name, None) is not None}
+  return {
+    f.name: getattr(args, f.name)
+    for f in cli_fields(config_class)
+    if getattr(args, f.name, None) is not None
+  }

@@ -20,8 +20,9 @@ COMPARE_FILTERS = ("ema", "ma")  # the Grokfast run's, in a comparison
 _GROKFAST_FIELDS = ("filter", "alpha", "lamb", "window_size", "weight_decay")
 
 
-def mark_steps(history: History, marks: Sequence[float],
-               key: str = "val_acc") -> dict[str, Optional[int]]:
+def mark_steps(
+  history: History, marks: Sequence[float], key: str = "val_acc"
+) -> dict[str, Optional[int]]:
   """``{f"{mark:g}": the first step with entry[key] >= mark, or None}``.
 
   Example:
@@ -29,16 +30,19 @@ def mark_steps(history: History, marks: Sequence[float],
     ...            (0.5, 0.95))
     {'0.5': 5, '0.95': None}
   """
-  return {f"{m:g}": common.steps_to_threshold(history, key, m)[0]
-          for m in marks}
+  return {
+    f"{m:g}": common.steps_to_threshold(history, key, m)[0] for m in marks
+  }
 
 
-def extreme(history: History, key: str, pick: Callable = max
-            ) -> tuple[Optional[float], Optional[int]]:
+def extreme(
+  history: History, key: str, pick: Callable = max
+) -> tuple[Optional[float], Optional[int]]:
   """``(value, step)``: `pick` (max or min) of the finite values of `key`
   and the first step holding it; ``(None, None)`` if none is finite."""
-  finite = [h for h in history
-            if h.get(key) is not None and math.isfinite(h[key])]
+  finite = [
+    h for h in history if h.get(key) is not None and math.isfinite(h[key])
+  ]
   if not finite:
     return None, None
   value = pick(h[key] for h in finite)
@@ -50,8 +54,9 @@ def finals(entry: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
   return {f"final_{k}": entry[k] for k in keys}
 
 
-def optimizer_name(filter: str, first: Sequence[str] = (),
-                   last: str = "adamw") -> str:
+def optimizer_name(
+  filter: str, first: Sequence[str] = (), last: str = "adamw"
+) -> str:
   """The chain's name: `first`, the Grokfast filter (none for "none"),
   `last`, e.g. "grokfast_ema -> adamw"."""
   grokfast = [] if filter == "none" else [f"grokfast_{filter}"]
@@ -69,8 +74,13 @@ def headline(results: Mapping[str, Any]) -> str:
   return f"{results['run']} ({results['label']})"
 
 
-def figure(what: str, value: Optional[float], step: Optional[int] = None,
-           fmt: str = ".3f", at: str = "step") -> str:
+def figure(
+  what: str,
+  value: Optional[float],
+  step: Optional[int] = None,
+  fmt: str = ".3f",
+  at: str = "step",
+) -> str:
   """``"what 0.900 at step 1,200"`` (without the step when None), or
   ``"what n/a"`` when `value` is None."""
   if value is None:
@@ -87,8 +97,9 @@ def title(cfg: Any, what: str, task: str, data: str) -> str:
   return f"{task}: {what}\n{data}"
 
 
-def table(runs: Mapping[str, Mapping[str, Any]],
-          keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+def table(
+  runs: Mapping[str, Mapping[str, Any]], keys: Sequence[str]
+) -> dict[str, dict[str, Any]]:
   """``{run: {key: its results[key]}}``: the comparison's table."""
   return {name: {k: r[k] for k in keys} for name, r in runs.items()}
 
@@ -96,12 +107,12 @@ def table(runs: Mapping[str, Mapping[str, Any]],
 def settings_but(*keys: str) -> Callable[[Any], dict[str, Any]]:
   """``cfg -> cfg.to_dict()`` without `keys`: a task's
   ``checkpoint_settings`` when a resume may change those (a run's length)."""
-  return lambda cfg: {k: v for k, v in cfg.to_dict().items()
-                      if k not in keys}
+  return lambda cfg: {k: v for k, v in cfg.to_dict().items() if k not in keys}
 
 
-def mark_verdict(baseline: Mapping[str, Any], other: Mapping[str, Any],
-                 mark: float = 0.95) -> str:
+def mark_verdict(
+  baseline: Mapping[str, Any], other: Mapping[str, Any], mark: float = 0.95
+) -> str:
   """The side-by-side verdict of two runs at one validation-accuracy mark.
 
   Args:
@@ -117,43 +128,56 @@ def mark_verdict(baseline: Mapping[str, Any], other: Mapping[str, Any],
 
   def steps(res):
     marks = res.get("steps_to_val_acc")
-    return (res["steps_to_val_acc_95"] if marks is None
-            else marks.get(f"{mark:g}"))
+    return (
+      res["steps_to_val_acc_95"] if marks is None else marks.get(f"{mark:g}")
+    )
 
   b, g = steps(baseline), steps(other)
   gname, bname = other["run"], baseline["run"]
   pct = f"{mark:.0%}"
   if g is not None and b is not None:
-    ratio = (f"{b / g:.1f}x fewer steps" if b >= g
-             else f"{g / b:.1f}x more steps")
-    return (f"{gname} reached {pct} at step {g:,}, {bname} at step {b:,}: "
-            f"{ratio}")
+    ratio = (
+      f"{b / g:.1f}x fewer steps" if b >= g else f"{g / b:.1f}x more steps"
+    )
+    return (
+      f"{gname} reached {pct} at step {g:,}, {bname} at step {b:,}: {ratio}"
+    )
   if g is not None:
-    return (f"{gname} reached {pct} at step {g:,}; {bname} had not after "
-            f"{baseline['final_step']:,} steps "
-            f"(> {baseline['final_step'] / g:.1f}x fewer steps)")
+    return (
+      f"{gname} reached {pct} at step {g:,}; {bname} had not after "
+      f"{baseline['final_step']:,} steps "
+      f"(> {baseline['final_step'] / g:.1f}x fewer steps)"
+    )
   if b is not None:
-    return (f"{bname} reached {pct} at step {b:,}; {gname} had not after "
-            f"{other['final_step']:,} steps")
-  return (f"neither run reached {pct} ({bname}: {baseline['final_step']:,} "
-          f"steps, {gname}: {other['final_step']:,} steps)")
+    return (
+      f"{bname} reached {pct} at step {b:,}; {gname} had not after "
+      f"{other['final_step']:,} steps"
+    )
+  return (
+    f"neither run reached {pct} ({bname}: {baseline['final_step']:,} "
+    f"steps, {gname}: {other['final_step']:,} steps)"
+  )
 
 
-def verdict_mark(runs: Sequence[Mapping[str, Any]],
-                 marks: Sequence[float]) -> float:
+def verdict_mark(
+  runs: Sequence[Mapping[str, Any]], marks: Sequence[float]
+) -> float:
   """The highest of `marks` some run's history reached in validation
   accuracy (the lowest if none did): where to compare the runs."""
   for m in sorted(marks, reverse=True):
-    if any(common.steps_to_threshold(r["history"], "val_acc", m)[0]
-           is not None for r in runs):
+    if any(
+      common.steps_to_threshold(r["history"], "val_acc", m)[0] is not None
+      for r in runs
+    ):
       return m
   return min(marks)
 
 
-def plan_compare(given: Mapping[str, Any],
-                 make_config: Callable[[Mapping[str, Any]], Any],
-                 filters: Sequence[str] = COMPARE_FILTERS,
-                 ) -> list[tuple[str, str, Any]]:
+def plan_compare(
+  given: Mapping[str, Any],
+  make_config: Callable[[Mapping[str, Any]], Any],
+  filters: Sequence[str] = COMPARE_FILTERS,
+) -> list[tuple[str, str, Any]]:
   """The standard comparison on the same data and seed: baseline, weight
   decay only and Grokfast, as ``[(folder, run name, config)]``.
 
@@ -177,26 +201,53 @@ def plan_compare(given: Mapping[str, Any],
   control = not given.pop("no_control", False)
   filter = given.get("filter", "ema")
   if filter not in filters:
-    raise ValueError(f"filter must be one of {tuple(filters)} (the Grokfast "
-                     f"run's), got {filter!r}")
+    raise ValueError(
+      f"filter must be one of {tuple(filters)} (the Grokfast "
+      f"run's), got {filter!r}"
+    )
   grokfast = make_config(given)
   shared = {k: v for k, v in given.items() if k not in _GROKFAST_FIELDS}
-  base = make_config({**shared, "filter": "none", **(
-      {} if base_wd is None else {"weight_decay": base_wd})})
+  base = make_config(
+    {
+      **shared,
+      "filter": "none",
+      **({} if base_wd is None else {"weight_decay": base_wd}),
+    }
+  )
   plan = [("baseline", "baseline", base)]
   if control:
-    plan.append(("weight-decay", "weight-decay", dataclasses.replace(
-        base, weight_decay=grokfast.weight_decay)))
+    plan.append(
+      (
+        "weight-decay",
+        "weight-decay",
+        dataclasses.replace(base, weight_decay=grokfast.weight_decay),
+      )
+    )
   return plan + [(grokfast.run_name, grokfast.run_name, grokfast)]
 
 
-def compare_flags(baseline_help: str, control: bool = False
-                  ) -> tuple[Flag, ...]:
+def compare_flags(
+  baseline_help: str, control: bool = False
+) -> tuple[Flag, ...]:
   """The flags of :func:`plan_compare`: ``--baseline-weight-decay`` (its
   help `baseline_help`) and, with `control`, ``--no-control``."""
-  flags = (Flag("--baseline-weight-decay", "baseline_weight_decay",
-                help=baseline_help, parse=float, single=False),)
+  flags = (
+    Flag(
+      "--baseline-weight-decay",
+      "baseline_weight_decay",
+      help=baseline_help,
+      parse=float,
+      single=False,
+    ),
+  )
   if control:
-    flags += (Flag("--no-control", "no_control", single=False, switch=True,
-                   help="skip the weight-decay-only run"),)
+    flags += (
+      Flag(
+        "--no-control",
+        "no_control",
+        single=False,
+        switch=True,
+        help="skip the weight-decay-only run",
+      ),
+    )
   return flags

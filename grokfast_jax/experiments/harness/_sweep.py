@@ -37,8 +37,7 @@ import numpy as np
 
 from grokfast_jax.experiments import common
 from grokfast_jax.experiments.harness import _loop, _results
-from grokfast_jax.experiments.harness._task import (Context, Program, Run,
-                                                    Task)
+from grokfast_jax.experiments.harness._task import Context, Program, Run, Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +65,9 @@ def parse_seeds(text: str) -> list[int]:
   for part in text.split(","):
     m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
     if m is None:
-      raise ValueError(f"--seeds takes ints and ranges such as 0-9 or "
-                       f"0,3,5; got {text!r}")
+      raise ValueError(
+        f"--seeds takes ints and ranges such as 0-9 or 0,3,5; got {text!r}"
+      )
     lo, hi = int(m[1]), int(m[2] if m[2] is not None else m[1])
     seeds += range(lo, hi + 1)
   if not seeds or len(set(seeds)) != len(seeds):
@@ -75,8 +75,9 @@ def parse_seeds(text: str) -> list[int]:
   return seeds
 
 
-def parse_grid(items: Sequence[str], allowed: Sequence[str]
-               ) -> dict[str, list[float]]:
+def parse_grid(
+  items: Sequence[str], allowed: Sequence[str]
+) -> dict[str, list[float]]:
   """``["lr=1e-3,2e-3", "lamb=1,2"]`` as ``{"lr": [...], "lamb": [...]}``.
 
   Raises:
@@ -88,8 +89,9 @@ def parse_grid(items: Sequence[str], allowed: Sequence[str]
     name, _, values = item.partition("=")
     name = name.strip().replace("-", "_")
     if name not in allowed:
-      raise ValueError(f"--grid {item!r}: the swept settings are "
-                       f"{', '.join(allowed)}")
+      raise ValueError(
+        f"--grid {item!r}: the swept settings are {', '.join(allowed)}"
+      )
     if name in grid:
       raise ValueError(f"--grid names {name} twice")
     try:
@@ -101,8 +103,12 @@ def parse_grid(items: Sequence[str], allowed: Sequence[str]
   return grid
 
 
-def plan_members(task: Task, given: Mapping[str, Any], seeds: Sequence[int],
-                 grid: Mapping[str, Sequence[float]]) -> list[Member]:
+def plan_members(
+  task: Task,
+  given: Mapping[str, Any],
+  seeds: Sequence[int],
+  grid: Mapping[str, Sequence[float]],
+) -> list[Member]:
   """Every seed with every point of `grid`, each a validated config.
 
   Raises:
@@ -114,18 +120,20 @@ def plan_members(task: Task, given: Mapping[str, Any], seeds: Sequence[int],
     for point in itertools.product(*(grid[n] for n in names)):
       values = {"seed": seed, **dict(zip(names, point))}
       cfg = task.make_config({**given, **values})
-      name = f"seed{seed}" + "".join(f"-{n}{v:g}" for n, v in
-                                     zip(names, point))
+      name = f"seed{seed}" + "".join(f"-{n}{v:g}" for n, v in zip(names, point))
       members.append(Member(name, cfg, values))
   return members
 
 
 def _same_layout(a: Any, b: Any, what: str) -> None:
   if jax.tree.structure(a) != jax.tree.structure(b) or any(
-      np.shape(x) != np.shape(y) or jnp.result_type(x) != jnp.result_type(y)
-      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))):
-    raise ValueError(f"sweep members differ in the layout of their {what}; "
-                     f"only seeds and the swept floats may differ")
+    np.shape(x) != np.shape(y) or jnp.result_type(x) != jnp.result_type(y)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  ):
+    raise ValueError(
+      f"sweep members differ in the layout of their {what}; "
+      f"only seeds and the swept floats may differ"
+    )
 
 
 def vmap_program(programs: Sequence[Program]) -> Program:
@@ -141,8 +149,12 @@ def vmap_program(programs: Sequence[Program]) -> Program:
   """
   first = programs[0]
   for p in programs[1:]:
-    for attr in ("total_epochs", "steps_per_epoch", "epochs_per_eval",
-                 "initial_eval"):
+    for attr in (
+      "total_epochs",
+      "steps_per_epoch",
+      "epochs_per_eval",
+      "initial_eval",
+    ):
       if getattr(p, attr) != getattr(first, attr):
         raise ValueError(f"sweep members differ in {attr}")
     _same_layout(first.state, p.state, "state")
@@ -155,38 +167,57 @@ def vmap_program(programs: Sequence[Program]) -> Program:
   evaluate = None if first.evaluate is None else jax.vmap(first.evaluate)
 
   def entry(epoch_metrics, evals):
-    return {"members": [
-        p.entry(None if epoch_metrics is None else
-                {k: np.asarray(v)[..., j] for k, v in epoch_metrics.items()},
-                {k: evals[k][j] for k in evals})
-        for j, p in enumerate(programs)]}
+    return {
+      "members": [
+        p.entry(
+          None
+          if epoch_metrics is None
+          else {k: np.asarray(v)[..., j] for k, v in epoch_metrics.items()},
+          {k: evals[k][j] for k in evals},
+        )
+        for j, p in enumerate(programs)
+      ]
+    }
 
   def should_stop(history):
-    return all(_stopped_at(p, _member_history(history, j)) is not None
-               for j, p in enumerate(programs))
+    return all(
+      _stopped_at(p, _member_history(history, j)) is not None
+      for j, p in enumerate(programs)
+    )
 
   return Program(
-      state=jax.tree.map(stack, *(p.state for p in programs)),
-      data=jax.tree.map(stack, *(p.data for p in programs)),
-      train_epoch=jax.vmap(first.train_epoch, in_axes=(0, None, 0)),
-      evaluate=evaluate, entry=entry, total_epochs=first.total_epochs,
-      steps_per_epoch=first.steps_per_epoch,
-      epochs_per_eval=first.epochs_per_eval,
-      evals_per_chunk=first.evals_per_chunk,
-      initial_eval=first.initial_eval,
-      should_stop=(should_stop if any(p.should_stop for p in programs)
-                   else None),
-      info={"members": n})
+    state=jax.tree.map(stack, *(p.state for p in programs)),
+    data=jax.tree.map(stack, *(p.data for p in programs)),
+    train_epoch=jax.vmap(first.train_epoch, in_axes=(0, None, 0)),
+    evaluate=evaluate,
+    entry=entry,
+    total_epochs=first.total_epochs,
+    steps_per_epoch=first.steps_per_epoch,
+    epochs_per_eval=first.epochs_per_eval,
+    evals_per_chunk=first.evals_per_chunk,
+    initial_eval=first.initial_eval,
+    should_stop=(should_stop if any(p.should_stop for p in programs) else None),
+    info={"members": n},
+  )
 
 
-def _member_history(history: Sequence[Mapping[str, Any]], j: int
-                    ) -> list[dict[str, Any]]:
-  return [{"step": h["step"], "epoch": h["epoch"], **h["members"][j],
-           "seconds": h["seconds"]} for h in history]
+def _member_history(
+  history: Sequence[Mapping[str, Any]], j: int
+) -> list[dict[str, Any]]:
+  return [
+    {
+      "step": h["step"],
+      "epoch": h["epoch"],
+      **h["members"][j],
+      "seconds": h["seconds"],
+    }
+    for h in history
+  ]
 
 
-def _stopped_at(program: Program, history: list[dict[str, Any]]
-                ) -> Optional[int]:
+def _stopped_at(
+  program: Program, history: list[dict[str, Any]]
+) -> Optional[int]:
   """The length of the history at which `program`'s run would have stopped
   (None: it would go on)."""
   if program.should_stop is None:
@@ -207,11 +238,18 @@ class _SweepSettings:
     return {"members": dict(self.members)}
 
 
-def sweep(task: Task, members: Sequence[Member], data: Any = None, *,
-          out: Optional[str | Path] = None, members_per_chunk: int = 0,
-          progress: bool = True,
-          checkpoint_dir: Optional[str | Path] = None, resume: bool = False,
-          checkpoint_every: int = 10) -> dict[str, dict[str, Any]]:
+def sweep(
+  task: Task,
+  members: Sequence[Member],
+  data: Any = None,
+  *,
+  out: Optional[str | Path] = None,
+  members_per_chunk: int = 0,
+  progress: bool = True,
+  checkpoint_dir: Optional[str | Path] = None,
+  resume: bool = False,
+  checkpoint_every: int = 10,
+) -> dict[str, dict[str, Any]]:
   """Trains `members` as vmapped chunks; writes their results if `out`.
 
   Args:
@@ -239,54 +277,83 @@ def sweep(task: Task, members: Sequence[Member], data: Any = None, *,
     raise ValueError(f"task {task.name!r} has no sweep")
   # The float settings held in the optimizer state: those the members set.
   names = tuple(sorted({n for m in members for n in m.values} - {"seed"}))
-  fixed = [{k: v for k, v in _results.settings_dict(m.cfg).items()
-            if k not in names and k != "seed"} for m in members]
+  fixed = [
+    {
+      k: v
+      for k, v in _results.settings_dict(m.cfg).items()
+      if k not in names and k != "seed"
+    }
+    for m in members
+  ]
   for m, f in zip(members, fixed):
     if f != fixed[0]:
       diff = sorted(k for k in f if f[k] != fixed[0].get(k))
-      raise ValueError(f"sweep member {m.name} differs from "
-                       f"{members[0].name} in {', '.join(diff)}; members "
-                       f"may differ only in the seed and swept floats")
+      raise ValueError(
+        f"sweep member {m.name} differs from "
+        f"{members[0].name} in {', '.join(diff)}; members "
+        f"may differ only in the seed and swept floats"
+      )
   k = members_per_chunk or len(members)
   results: dict[str, dict[str, Any]] = {}
   histories: dict[str, list[dict[str, Any]]] = {}
   for c, start in enumerate(range(0, len(members), k)):
-    chunk = list(members[start:start + k])
+    chunk = list(members[start : start + k])
     programs: list[Program] = []
 
     def build(cfg, data_, ctx, chunk=chunk, programs=programs):
       del cfg
-      programs[:] = [task.build_member(m.cfg, data_, ctx, names)
-                     for m in chunk]
+      programs[:] = [task.build_member(m.cfg, data_, ctx, names) for m in chunk]
       return vmap_program(programs)
 
-    runner = dataclasses.replace(task, build=build,
-                                 summarize=lambda *_: {},
-                                 checkpoint_settings=None)
-    settings = _SweepSettings({m.name: _results.settings_dict(m.cfg)
-                               for m in chunk})
-    ckpt = ({} if checkpoint_dir is None else
-            {"checkpoint_dir": Path(checkpoint_dir) / f"chunk{c}",
-             "resume": resume, "checkpoint_every": checkpoint_every})
-    run = _loop.train(runner, settings, data, ctx=Context(),
-                      label=f"sweep {start + 1}-{start + len(chunk)} of "
-                      f"{len(members)}", progress=progress, **ckpt)
+    runner = dataclasses.replace(
+      task, build=build, summarize=lambda *_: {}, checkpoint_settings=None
+    )
+    settings = _SweepSettings(
+      {m.name: _results.settings_dict(m.cfg) for m in chunk}
+    )
+    ckpt = (
+      {}
+      if checkpoint_dir is None
+      else {
+        "checkpoint_dir": Path(checkpoint_dir) / f"chunk{c}",
+        "resume": resume,
+        "checkpoint_every": checkpoint_every,
+      }
+    )
+    run = _loop.train(
+      runner,
+      settings,
+      data,
+      ctx=Context(),
+      label=f"sweep {start + 1}-{start + len(chunk)} of {len(members)}",
+      progress=progress,
+      **ckpt,
+    )
     for j, (m, p) in enumerate(zip(chunk, programs)):
       history = _member_history(run.history, j)
       stop = _stopped_at(p, history)
       history = history[:stop] if stop else history
       last_epoch = history[-1]["epoch"] if history else 0
-      facts = {"history": history, "curves": {}, "info": p.info,
-               "state": jax.tree.map(lambda x, j=j: x[j], run.state),
-               "steps_per_epoch": p.steps_per_epoch, "label": m.name,
-               "seconds_first_eval": run.results["seconds_first_eval"],
-               "seconds_total": history[-1]["seconds"] if history else 0.0,
-               "stopped_early": last_epoch < p.total_epochs}
+      facts = {
+        "history": history,
+        "curves": {},
+        "info": p.info,
+        "state": jax.tree.map(lambda x, j=j: x[j], run.state),
+        "steps_per_epoch": p.steps_per_epoch,
+        "label": m.name,
+        "seconds_first_eval": run.results["seconds_first_eval"],
+        "seconds_total": history[-1]["seconds"] if history else 0.0,
+        "stopped_early": last_epoch < p.total_epochs,
+      }
       res = _results.assemble(task, m.cfg, data, facts)
-      res["sweep"] = {"member": m.name, "values": dict(m.values),
-                      "members": len(members), "chunk": c,
-                      "members_in_chunk": len(chunk),
-                      "chunk_seconds_total": run.results["seconds_total"]}
+      res["sweep"] = {
+        "member": m.name,
+        "values": dict(m.values),
+        "members": len(members),
+        "chunk": c,
+        "members_in_chunk": len(chunk),
+        "chunk_seconds_total": run.results["seconds_total"],
+      }
       results[m.name] = res
       histories[m.name] = history
   if out is not None:
@@ -305,48 +372,84 @@ def median_of(values: Sequence[Optional[float]]) -> Optional[float]:
   """
   ranked = sorted(values, key=lambda v: math.inf if v is None else v)
   n = len(ranked)
-  middle = ranked[(n - 1) // 2:n // 2 + 1]
+  middle = ranked[(n - 1) // 2 : n // 2 + 1]
   return None if None in middle else statistics.mean(middle)
 
 
-def summary(task: Task, members: Sequence[Member],
-            results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def summary(
+  task: Task,
+  members: Sequence[Member],
+  results: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
   """Median (:func:`median_of`: members that never got there count as
   slowest) and range over the members of the task's sweep figure
   (:attr:`~._task.Task.sweep_metric`, e.g. updates to 95%), and each
   member's."""
   key = task.sweep_metric
-  per = {m.name: {"values": dict(m.values), key: results[m.name].get(key),
-                  "final": {k: v for k, v in results[m.name]["history"][-1]
-                            .items() if k not in ("seconds",)},
-                  "line": task.describe(results[m.name])}
-         for m in members}
+  per = {
+    m.name: {
+      "values": dict(m.values),
+      key: results[m.name].get(key),
+      "final": {
+        k: v
+        for k, v in results[m.name]["history"][-1].items()
+        if k not in ("seconds",)
+      },
+      "line": task.describe(results[m.name]),
+    }
+    for m in members
+  }
   got = [p[key] for p in per.values() if p[key] is not None]
-  return {"task": task.name, "metric": key, "members": len(members),
-          "reached": len(got),
-          "median": median_of([p[key] for p in per.values()]),
-          "min": min(got) if got else None, "max": max(got) if got else None,
-          "per_member": per}
+  return {
+    "task": task.name,
+    "metric": key,
+    "members": len(members),
+    "reached": len(got),
+    "median": median_of([p[key] for p in per.values()]),
+    "min": min(got) if got else None,
+    "max": max(got) if got else None,
+    "per_member": per,
+  }
 
 
-def write(task: Task, out: Path, members: Sequence[Member],
-          results: Mapping[str, Mapping[str, Any]],
-          histories: Mapping[str, list[dict[str, Any]]]) -> list[Path]:
+def write(
+  task: Task,
+  out: Path,
+  members: Sequence[Member],
+  results: Mapping[str, Mapping[str, Any]],
+  histories: Mapping[str, list[dict[str, Any]]],
+) -> list[Path]:
   """Writes each member's results and plots, ``summary.json`` and the
   overlay plot."""
   written = []
   for m in members:
-    run = Run(results=dict(results[m.name]), state=None,
-                    history=histories[m.name], curves={})
+    run = Run(
+      results=dict(results[m.name]),
+      state=None,
+      history=histories[m.name],
+      curves={},
+    )
     written += _results.write_run(task, out / m.name, run, m.cfg, m.name)
   path = out / "summary.json"
-  path.write_text(json.dumps(common.to_json_safe(
-      summary(task, members, results)), indent=2, allow_nan=False) + "\n")
+  path.write_text(
+    json.dumps(
+      common.to_json_safe(summary(task, members, results)),
+      indent=2,
+      allow_nan=False,
+    )
+    + "\n"
+  )
   written.append(path)
   if task.plots:
     file, metric, ylabel, log_y = task.plots[0]
-    written.append(common.plot_curves(
-        dict(histories), out / file,
+    written.append(
+      common.plot_curves(
+        dict(histories),
+        out / file,
         task.title(members[0].cfg, f"sweep of {len(members)} runs"),
-        metric=metric, ylabel=ylabel, log_y=log_y))
+        metric=metric,
+        ylabel=ylabel,
+        log_y=log_y,
+      )
+    )
   return written

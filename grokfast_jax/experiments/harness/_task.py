@@ -206,13 +206,18 @@ class Task:
   compare_help: str = ""
   compare_description: str = ""
   load_data: Optional[Callable[[Any], Any]] = None
-  plan_compare: Optional[Callable[[Mapping[str, Any]],
-                                  list[tuple[str, str, Any]]]] = None
-  summarize_compare: Optional[Callable[[Mapping[str, Mapping[str, Any]]],
-                                       tuple[list[str], dict[str, Any]]]] = None
+  plan_compare: Optional[
+    Callable[[Mapping[str, Any]], list[tuple[str, str, Any]]]
+  ] = None
+  summarize_compare: Optional[
+    Callable[
+      [Mapping[str, Mapping[str, Any]]], tuple[list[str], dict[str, Any]]
+    ]
+  ] = None
   title: Callable[[Any, str], str] = lambda cfg, what: what
   plots: Sequence[tuple[str, str, str, bool]] = (
-      ("curves.png", "acc", "accuracy", False),)
+    ("curves.png", "acc", "accuracy", False),
+  )
   default_out: str = "runs/run"
   compare_out: str = "runs/compare"
   checkpoint_settings: Optional[Callable[[Any], dict[str, Any]]] = None
@@ -222,7 +227,8 @@ class Task:
   announce: Optional[Callable[[Any, Any], list[str]]] = None
   extra_flags: Sequence[Flag] = ()
   custom_run: Optional[Callable[[Any, dict[str, Any], Any], int]] = None
-  build_member: Optional[Callable[[Any, Any, Context, tuple[str, ...]],
-                                  Program]] = None
+  build_member: Optional[
+    Callable[[Any, Any, Context, tuple[str, ...]], Program]
+  ] = None
   sweep_floats: Sequence[str] = ()
   sweep_metric: str = ""

@@ -26,8 +26,8 @@ VAL_FRACTION = 0.25  # held-out share of the rows, stratified by label
 
 # Published figures (baseline -> Grokfast), on 50-review validation batches.
 PAPER_RESULTS = {
-    "baseline": {"best_val_acc": 0.84, "min_val_loss": 0.517},
-    "grokfast": {"best_val_acc": 0.90, "min_val_loss": 0.412},
+  "baseline": {"best_val_acc": 0.84, "min_val_loss": 0.517},
+  "grokfast": {"best_val_acc": 0.90, "min_val_loss": 0.412},
 }
 
 # Per-filter defaults. "none" is the reference script's default (weight decay
@@ -35,9 +35,9 @@ PAPER_RESULTS = {
 # Grokfast-MA: window 100 and lamb 5.0 are the reference filter's defaults and
 # the weight decay is the EMA run's; NOT a paper setting.
 PAPER_DEFAULTS: dict[str, dict[str, float]] = {
-    "none": {"weight_decay": 1.0},
-    "ema": {"alpha": 0.98, "lamb": 2.0, "weight_decay": 10.0},
-    "ma": {"window_size": 100, "lamb": 5.0, "weight_decay": 10.0},
+  "none": {"weight_decay": 1.0},
+  "ema": {"alpha": 0.98, "lamb": 2.0, "weight_decay": 10.0},
+  "ma": {"window_size": 100, "lamb": 5.0, "weight_decay": 10.0},
 }
 README_WEIGHT_DECAY = 10.0  # the README commands' weight decay
 # --stop-at-target's validation accuracy: the paper's best for the baseline.
@@ -83,43 +83,62 @@ class ImdbConfig(settings.FilterSettingsMixin):
   """
 
   filter: str = option(
-      "ema", "gradient filter (default ema; 'none' is the baseline with "
-      "weight decay 1.0, 'ma' is not a paper setting; imdb-compare: the "
-      "Grokfast run's filter, ema or ma)", choices=FILTERS)
+    "ema",
+    "gradient filter (default ema; 'none' is the baseline with "
+    "weight decay 1.0, 'ma' is not a paper setting; imdb-compare: the "
+    "Grokfast run's filter, ema or ma)",
+    choices=FILTERS,
+  )
   alpha: float = option(0.98, "Grokfast-EMA momentum (default 0.98)")
-  lamb: float = option(2.0, "Grokfast amplification (default 2.0 for ema, "
-                       "5.0 for ma)")
+  lamb: float = option(
+    2.0, "Grokfast amplification (default 2.0 for ema, 5.0 for ma)"
+  )
   window_size: int = option(100, "Grokfast-MA window (default 100)")
   weight_decay: float = option(
-      10.0, "AdamW weight decay (default 1.0 with --filter none, the "
-      "reference script's; 10.0 with a filter, its README's; imdb-compare: "
-      "the weight-decay control's and the Grokfast run's, default 10.0)")
+    10.0,
+    "AdamW weight decay (default 1.0 with --filter none, the "
+    "reference script's; 10.0 with a filter, its README's; imdb-compare: "
+    "the weight-decay control's and the Grokfast run's, default 10.0)",
+  )
   lr: float = option(3e-4, cli=False)
   clip_norm: float = option(5.0, cli=False)
   init_scale: float = option(6.0, cli=False)
   vocab_size: int = option(1000, cli=False)
-  seq_len: int = option(500, "tokens per review, the first kept, left-padded "
-                        "(default 500, the reference's; shorter is faster)")
+  seq_len: int = option(
+    500,
+    "tokens per review, the first kept, left-padded "
+    "(default 500, the reference's; shorter is faster)",
+  )
   embed_dim: int = option(64, cli=False)
-  hidden: int = option(256, "LSTM hidden width (default 256, the "
-                       "reference's)")
+  hidden: int = option(256, "LSTM hidden width (default 256, the reference's)")
   num_layers: int = option(2, cli=False)
-  size: int = option(1000, "CSV rows used, the first (default 1000: 750 "
-                     "train, 250 validation)")
+  size: int = option(
+    1000, "CSV rows used, the first (default 1000: 750 train, 250 validation)"
+  )
   batch_size: int = option(50, "minibatch size (default 50, the reference's)")
   seed: int = option(0, "seeds the split, init and shuffles (default 0)")
   max_steps: int = option(
-      10_000, "updates (default 10000), rounded UP to whole epochs: 10000 "
-      "runs 667 epochs of 15 = 10005 updates")
+    10_000,
+    "updates (default 10000), rounded UP to whole epochs: 10000 "
+    "runs 667 epochs of 15 = 10005 updates",
+  )
   stop_at_target: bool = option(
-      False, f"stop a run at the first epoch whose validation accuracy "
-      f"reaches {TARGET_VAL_ACC:g} (the paper's baseline best)")
+    False,
+    f"stop a run at the first epoch whose validation accuracy "
+    f"reaches {TARGET_VAL_ACC:g} (the paper's baseline best)",
+  )
   data: Optional[str] = option(
-      None, "the IMDb CSV (header review,sentiment; labels "
-      "positive/negative); required", metavar="PATH")
+    None,
+    "the IMDb CSV (header review,sentiment; labels "
+    "positive/negative); required",
+    metavar="PATH",
+  )
   stopwords: Optional[str] = option(
-      None, "stop-word file, one word per line (default: the packaged "
-      "179-word NLTK English list)", metavar="PATH")
+    None,
+    "stop-word file, one word per line (default: the packaged "
+    "179-word NLTK English list)",
+    metavar="PATH",
+  )
 
   def __post_init__(self) -> None:
     """Validates the settings (a ValueError names the first out of range)."""
@@ -129,16 +148,28 @@ class ImdbConfig(settings.FilterSettingsMixin):
       value = getattr(self, name)
       check(name, value, 0 < value < math.inf, "> 0 and finite")
     check("seed", self.seed, self.seed >= 0, ">= 0")
-    for name in ("vocab_size", "seq_len", "embed_dim", "hidden", "num_layers",
-                 "max_steps"):
+    for name in (
+      "vocab_size",
+      "seq_len",
+      "embed_dim",
+      "hidden",
+      "num_layers",
+      "max_steps",
+    ):
       value = getattr(self, name)
       check(name, value, value >= 1, ">= 1")
-    check("size", self.size, self.size >= 2,
-          ">= 2 (some training and some validation reviews)")
-    check("batch_size", self.batch_size,
-          1 <= self.batch_size <= self.n_train,
-          f"in [1, {self.n_train}] (the training reviews of size "
-          f"{self.size})")
+    check(
+      "size",
+      self.size,
+      self.size >= 2,
+      ">= 2 (some training and some validation reviews)",
+    )
+    check(
+      "batch_size",
+      self.batch_size,
+      1 <= self.batch_size <= self.n_train,
+      f"in [1, {self.n_train}] (the training reviews of size {self.size})",
+    )
 
   @property
   def n_val(self) -> int:
@@ -170,16 +201,18 @@ class ImdbConfig(settings.FilterSettingsMixin):
     and the paths, plus the derived n_train, n_val, steps_per_epoch, epochs
     and total_steps."""
     d = self.filter_settings_dict(
-        n_train=self.n_train, n_val=self.n_val,
-        steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
-        total_steps=self.total_steps)
+      n_train=self.n_train,
+      n_val=self.n_val,
+      steps_per_epoch=self.steps_per_epoch,
+      epochs=self.epochs,
+      total_steps=self.total_steps,
+    )
     for name in _PATH_FIELDS:
       del d[name]
     return d
 
 
-def paper_config(filter: str = "ema",
-                 **overrides: Optional[Any]) -> ImdbConfig:
+def paper_config(filter: str = "ema", **overrides: Optional[Any]) -> ImdbConfig:
   """:func:`settings.config_with_defaults` of :data:`PAPER_DEFAULTS`: options
   not given (None) keep the paper's setting for the chosen filter.
 
@@ -190,8 +223,9 @@ def paper_config(filter: str = "ema",
     >>> cfg.lamb, cfg.epochs, cfg.total_steps
     (2.0, 667, 10005)
   """
-  return settings.config_with_defaults(ImdbConfig, FILTERS, PAPER_DEFAULTS,
-                                       filter, overrides)
+  return settings.config_with_defaults(
+    ImdbConfig, FILTERS, PAPER_DEFAULTS, filter, overrides
+  )
 
 
 def make_config(given: Mapping[str, Any]) -> ImdbConfig:
@@ -204,8 +238,12 @@ def make_config(given: Mapping[str, Any]) -> ImdbConfig:
       it).
   """
   fields = {f.name for f in dataclasses.fields(ImdbConfig)}
-  cfg = settings.config_from_flags(ImdbConfig, FILTERS, PAPER_DEFAULTS, {
-      k: v for k, v in given.items() if k in fields})
+  cfg = settings.config_from_flags(
+    ImdbConfig,
+    FILTERS,
+    PAPER_DEFAULTS,
+    {k: v for k, v in given.items() if k in fields},
+  )
   settings.require_data(cfg, "the IMDb CSV (header review,sentiment)")
   return cfg
 
@@ -214,4 +252,5 @@ def is_paper_setting(cfg: ImdbConfig) -> bool:
   """Whether `cfg` is the paper's setting for its filter ("none" or "ema";
   seed aside), so the published figures can be set beside it."""
   return cfg.filter != "ma" and settings.is_paper_setting(
-      cfg, paper_config(cfg.filter), ("seed",))
+    cfg, paper_config(cfg.filter), ("seed",)
+  )

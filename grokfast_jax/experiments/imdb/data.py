@@ -123,14 +123,17 @@ def read_csv(path: PathLike, size: int) -> tuple[list[str], np.ndarray]:
       reader = csv.reader(f)
       header = next(reader, None)
       if header is None:
-        raise ValueError(f"{path} is empty (expected a header line "
-                         "'review,sentiment' and data rows)")
+        raise ValueError(
+          f"{path} is empty (expected a header line "
+          "'review,sentiment' and data rows)"
+        )
       names = [name.strip() for name in header]
       missing = [c for c in ("review", "sentiment") if c not in names]
       if missing:
         raise ValueError(
-            f"{path}, line 1: header lacks column(s) {missing}; expected "
-            f"'review' and 'sentiment', got {names}")
+          f"{path}, line 1: header lacks column(s) {missing}; expected "
+          f"'review' and 'sentiment', got {names}"
+        )
       i_review, i_label = names.index("review"), names.index("sentiment")
       need = max(i_review, i_label) + 1
       line = reader.line_num + 1
@@ -143,27 +146,34 @@ def read_csv(path: PathLike, size: int) -> tuple[list[str], np.ndarray]:
           continue  # a blank line
         where = f"{path}, row {len(reviews) + 1} (line {start})"
         if len(row) < need:
-          raise ValueError(f"{where}: {len(row)} field(s), expected at least "
-                           f"{need} (review and sentiment)")
+          raise ValueError(
+            f"{where}: {len(row)} field(s), expected at least "
+            f"{need} (review and sentiment)"
+          )
         value = row[i_label].strip()
         if value not in LABELS:
-          raise ValueError(f"{where}: unknown sentiment {value!r} (expected "
-                           "'positive' or 'negative')")
+          raise ValueError(
+            f"{where}: unknown sentiment {value!r} (expected "
+            "'positive' or 'negative')"
+          )
         reviews.append(row[i_review])
         labels.append(LABELS[value])
   except UnicodeDecodeError as e:
     raise ValueError(f"{path}: not UTF-8 text ({e})") from e
   except csv.Error as e:
-    raise ValueError(f"{path}: malformed CSV near line {reader.line_num} "
-                     f"({e})") from e
+    raise ValueError(
+      f"{path}: malformed CSV near line {reader.line_num} ({e})"
+    ) from e
   except OSError as e:
     raise ValueError(f"cannot read data file {path} ({e})") from e
   if not reviews and size >= 1:
-    raise ValueError(f"{path} has a header but no data rows "
-                     f"(size={size} rows needed)")
+    raise ValueError(
+      f"{path} has a header but no data rows (size={size} rows needed)"
+    )
   if len(reviews) < size:
-    raise ValueError(f"{path} has only {len(reviews)} data rows, fewer than "
-                     f"size={size}")
+    raise ValueError(
+      f"{path} has only {len(reviews)} data rows, fewer than size={size}"
+    )
   return reviews, np.asarray(labels, np.int32)
 
 
@@ -185,13 +195,15 @@ def load_stopwords(path: Optional[PathLike] = None) -> frozenset[str]:
     (179, True, False)
   """
   if path is None:
-    text = (importlib.resources.files(_PACKAGE)
-            .joinpath(STOPWORDS_RESOURCE).read_text(encoding="utf-8"))
+    text = (
+      importlib.resources.files(_PACKAGE)
+      .joinpath(STOPWORDS_RESOURCE)
+      .read_text(encoding="utf-8")
+    )
   else:
     path = Path(path).expanduser()
     if not path.is_file():
-      raise ValueError(f"stop-word file {path} does not exist or is not a "
-                       "file")
+      raise ValueError(f"stop-word file {path} does not exist or is not a file")
     try:
       text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -231,14 +243,16 @@ def tokenize(review: str, stopwords: Iterable[str]) -> list[str]:
     >>> tokenize("It's a 10/10 film! <br />Don't miss it", {"its", "a", "it"})
     ['film', 'br', 'dont', 'miss']
   """
-  stop = stopwords if isinstance(stopwords, (set, frozenset)) else set(
-      stopwords)
+  stop = (
+    stopwords if isinstance(stopwords, (set, frozenset)) else set(stopwords)
+  )
   words = (clean_word(w) for w in review.lower().split())
   return [w for w in words if w and w not in stop]
 
 
-def build_vocab(token_lists: Iterable[Sequence[str]],
-                vocab_size: int) -> dict[str, int]:
+def build_vocab(
+  token_lists: Iterable[Sequence[str]], vocab_size: int
+) -> dict[str, int]:
   """The `vocab_size` most frequent words, ids 1.. by rank.
 
   Ties keep the order of first occurrence in `token_lists` (a stable sort by
@@ -262,8 +276,9 @@ def build_vocab(token_lists: Iterable[Sequence[str]],
   return {word: rank + 1 for rank, word in enumerate(ranked)}
 
 
-def encode(token_lists: Sequence[Sequence[str]], vocab: dict[str, int],
-           seq_len: int) -> np.ndarray:
+def encode(
+  token_lists: Sequence[Sequence[str]], vocab: dict[str, int], seq_len: int
+) -> np.ndarray:
   """Token ids of the in-vocabulary words, first `seq_len`, left-padded with 0.
 
   Args:
@@ -283,16 +298,16 @@ def encode(token_lists: Sequence[Sequence[str]], vocab: dict[str, int],
   for row, tokens in enumerate(token_lists):
     ids = [vocab[w] for w in tokens if w in vocab][:seq_len]
     if ids:
-      out[row, seq_len - len(ids):] = ids
+      out[row, seq_len - len(ids) :] = ids
   return out
 
 
 # ------------------------------------------------------------------ split
 
 
-def stratified_split(labels: np.ndarray, seed: int,
-                     val_fraction: float = 0.25
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+  labels: np.ndarray, seed: int, val_fraction: float = 0.25
+) -> tuple[np.ndarray, np.ndarray]:
   """Splits row indices into training and validation, stratified by label.
 
   ``n_val = ceil(val_fraction * n)`` rows are held out (250 of 1,000, as
@@ -346,10 +361,16 @@ def stratified_split(labels: np.ndarray, seed: int,
 # ------------------------------------------------------------------ all
 
 
-def load_dataset(path: PathLike, *, size: int = 1000, seed: int = 0,
-                 vocab_size: int = 1000, seq_len: int = 500,
-                 stopwords: Optional[PathLike] = None,
-                 val_fraction: float = 0.25) -> Dataset:
+def load_dataset(
+  path: PathLike,
+  *,
+  size: int = 1000,
+  seed: int = 0,
+  vocab_size: int = 1000,
+  seq_len: int = 500,
+  stopwords: Optional[PathLike] = None,
+  val_fraction: float = 0.25,
+) -> Dataset:
   """Reads, splits, tokenizes and encodes the first `size` reviews.
 
   Args:
@@ -368,8 +389,11 @@ def load_dataset(path: PathLike, *, size: int = 1000, seed: int = 0,
     ValueError: bad CSV or stop-word file (see :func:`read_csv`), or a
       non-positive `size`, `vocab_size` or `seq_len`.
   """
-  for name, value in (("size", size), ("vocab_size", vocab_size),
-                      ("seq_len", seq_len)):
+  for name, value in (
+    ("size", size),
+    ("vocab_size", vocab_size),
+    ("seq_len", seq_len),
+  ):
     if value < 1:
       raise ValueError(f"{name} must be >= 1, got {value}")
   stop = load_stopwords(stopwords)
@@ -379,13 +403,17 @@ def load_dataset(path: PathLike, *, size: int = 1000, seed: int = 0,
   train_tokens = [tokens[i] for i in train_idx]
   vocab = build_vocab(train_tokens, vocab_size)
   return Dataset(
-      x_train=encode(train_tokens, vocab, seq_len),
-      y_train=labels[train_idx],
-      x_val=encode([tokens[i] for i in val_idx], vocab, seq_len),
-      y_val=labels[val_idx],
-      vocab=tuple(vocab),
-      train_rows=train_idx,
-      val_rows=val_idx,
-      source=str(Path(path).expanduser()),
-      stopwords_source=(PACKAGED_STOPWORDS if stopwords is None
-                        else str(Path(stopwords).expanduser())))
+    x_train=encode(train_tokens, vocab, seq_len),
+    y_train=labels[train_idx],
+    x_val=encode([tokens[i] for i in val_idx], vocab, seq_len),
+    y_val=labels[val_idx],
+    vocab=tuple(vocab),
+    train_rows=train_idx,
+    val_rows=val_idx,
+    source=str(Path(path).expanduser()),
+    stopwords_source=(
+      PACKAGED_STOPWORDS
+      if stopwords is None
+      else str(Path(stopwords).expanduser())
+    ),
+  )

@@ -29,12 +29,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from grokfast_jax.experiments.mnist.model import (torch_linear,
-                                                   torch_linear_init)
+from grokfast_jax.experiments.mnist.model import torch_linear, torch_linear_init
 
 
-def lstm_layer(x_proj: jax.Array, w_hh: jax.Array, *,
-               return_sequence: bool = True) -> jax.Array:
+def lstm_layer(
+  x_proj: jax.Array, w_hh: jax.Array, *, return_sequence: bool = True
+) -> jax.Array:
   """Runs one LSTM layer, from a zero state, over precomputed input projections.
 
   Args:
@@ -60,8 +60,9 @@ def lstm_layer(x_proj: jax.Array, w_hh: jax.Array, *,
   return hs if return_sequence else h
 
 
-def lstm_cell_from_proj(gates: jax.Array,
-                        c: jax.Array) -> tuple[jax.Array, jax.Array]:
+def lstm_cell_from_proj(
+  gates: jax.Array, c: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """PyTorch's LSTM cell update from the summed gate pre-activations.
 
   Args:
@@ -85,8 +86,9 @@ class LSTMLayerParams(nnx.Module):
     from ``U(-scale/sqrt(H), scale/sqrt(H))``.
   """
 
-  def __init__(self, in_features: int, hidden: int, *, init_scale: float,
-               rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int, hidden: int, *, init_scale: float, rngs: nnx.Rngs
+  ):
     """Draws the parameters.
 
     Args:
@@ -116,9 +118,16 @@ class LSTMClassifier(nnx.Module):
     (2,)
   """
 
-  def __init__(self, num_embeddings: int, embed_dim: int, hidden: int, *,
-               num_layers: int = 2, init_scale: float = 6.0,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    num_embeddings: int,
+    embed_dim: int,
+    hidden: int,
+    *,
+    num_layers: int = 2,
+    init_scale: float = 6.0,
+    rngs: nnx.Rngs,
+  ):
     """Builds the layers with PyTorch's default init times `init_scale`.
 
     Args:
@@ -132,21 +141,29 @@ class LSTMClassifier(nnx.Module):
     Raises:
       ValueError: a size below 1 or `init_scale` not positive.
     """
-    for name, value in (("num_embeddings", num_embeddings),
-                        ("embed_dim", embed_dim), ("hidden", hidden),
-                        ("num_layers", num_layers)):
+    for name, value in (
+      ("num_embeddings", num_embeddings),
+      ("embed_dim", embed_dim),
+      ("hidden", hidden),
+      ("num_layers", num_layers),
+    ):
       if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     if not init_scale > 0:
       raise ValueError(f"init_scale must be > 0, got {init_scale}")
     self.embedding = nnx.Embed(
-        num_embeddings, embed_dim,
-        embedding_init=jax.nn.initializers.normal(stddev=init_scale),
-        rngs=rngs)
+      num_embeddings,
+      embed_dim,
+      embedding_init=jax.nn.initializers.normal(stddev=init_scale),
+      rngs=rngs,
+    )
     widths = [embed_dim] + [hidden] * (num_layers - 1)
-    self.lstm = nnx.List([
+    self.lstm = nnx.List(
+      [
         LSTMLayerParams(w, hidden, init_scale=init_scale, rngs=rngs)
-        for w in widths])
+        for w in widths
+      ]
+    )
     self.head = torch_linear(hidden, 1, init_scale, rngs)
 
   def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -154,6 +171,7 @@ class LSTMClassifier(nnx.Module):
     x = self.embedding(tokens.T)  # time-major [time, batch, embed]
     last = len(self.lstm) - 1
     for k, layer in enumerate(self.lstm):
-      x = lstm_layer(layer.project(x), layer.w_hh[...],
-                     return_sequence=k < last)
+      x = lstm_layer(
+        layer.project(x), layer.w_hh[...], return_sequence=k < last
+      )
     return self.head(x)[:, 0]

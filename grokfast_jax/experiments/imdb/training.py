@@ -41,8 +41,9 @@ def hyperparams(cfg: config_lib.ImdbConfig) -> dict[str, float]:
   return {k: getattr(cfg, k) for k in HYPERPARAMS}
 
 
-def build_optimizer(filter: str, window_size: int, *, lr, weight_decay,
-                    clip_norm, alpha, lamb) -> optax.GradientTransformation:
+def build_optimizer(
+  filter: str, window_size: int, *, lr, weight_decay, clip_norm, alpha, lamb
+) -> optax.GradientTransformation:
   """The optimizer from explicit (possibly traced) settings.
 
   The reference clips the raw gradient's global norm and filters the clipped
@@ -61,8 +62,9 @@ def build_optimizer(filter: str, window_size: int, *, lr, weight_decay,
     adamw(lr, weight_decay))``; the filter's state is ``opt_state[1]``.
   """
   parts = [optax.clip_by_global_norm(clip_norm)]
-  grokfast = settings.grokfast_filter(filter, alpha=alpha, lamb=lamb,
-                                      window_size=window_size)
+  grokfast = settings.grokfast_filter(
+    filter, alpha=alpha, lamb=lamb, window_size=window_size
+  )
   if grokfast is not None:
     parts.append(grokfast)
   parts.append(optax.adamw(lr, weight_decay=weight_decay))
@@ -77,8 +79,10 @@ def make_optimizer(cfg: config_lib.ImdbConfig) -> optax.GradientTransformation:
 def optimizer_name(cfg: config_lib.ImdbConfig) -> str:
   """E.g. "clip_by_global_norm(5) -> grokfast_ema -> adamw(3e-4)"."""
   return report.optimizer_name(
-      cfg.filter, (f"clip_by_global_norm({cfg.clip_norm:g})",),
-      f"adamw({cfg.lr:g})")
+    cfg.filter,
+    (f"clip_by_global_norm({cfg.clip_norm:g})",),
+    f"adamw({cfg.lr:g})",
+  )
 
 
 def bce_with_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -98,8 +102,9 @@ def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (pred == labels.astype(logits.dtype)).astype(logits.dtype)
 
 
-def eval_chunks(x: np.ndarray, y: np.ndarray,
-                chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def eval_chunks(
+  x: np.ndarray, y: np.ndarray, chunk: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Splits (x, y) into zero-padded chunks with a mask, for evaluation.
 
   Args:
@@ -117,20 +122,29 @@ def eval_chunks(x: np.ndarray, y: np.ndarray,
   xs = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
   ys = np.concatenate([y, np.zeros(pad, y.dtype)])
   mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-  return (xs.reshape(k, chunk, *x.shape[1:]), ys.reshape(k, chunk),
-          mask.reshape(k, chunk))
+  return (
+    xs.reshape(k, chunk, *x.shape[1:]),
+    ys.reshape(k, chunk),
+    mask.reshape(k, chunk),
+  )
 
 
 def build_model(cfg: config_lib.ImdbConfig, key: jax.Array) -> LSTMClassifier:
   """The classifier the config describes, initialized from `key`."""
-  return LSTMClassifier(cfg.vocab_size + 1, cfg.embed_dim, cfg.hidden,
-                        num_layers=cfg.num_layers, init_scale=cfg.init_scale,
-                        rngs=nnx.Rngs(params=key))
+  return LSTMClassifier(
+    cfg.vocab_size + 1,
+    cfg.embed_dim,
+    cfg.hidden,
+    num_layers=cfg.num_layers,
+    init_scale=cfg.init_scale,
+    rngs=nnx.Rngs(params=key),
+  )
 
 
-def init_state(cfg: config_lib.ImdbConfig,
-               place_params: Callable[[Any], Any] = settings.identity,
-               ) -> tuple[nnx.GraphDef, TrainState]:
+def init_state(
+  cfg: config_lib.ImdbConfig,
+  place_params: Callable[[Any], Any] = settings.identity,
+) -> tuple[nnx.GraphDef, TrainState]:
   """The model's graph definition and the initial :class:`TrainState`
   (:func:`settings.seed_keys`).
 
@@ -141,16 +155,23 @@ def init_state(cfg: config_lib.ImdbConfig,
   init_key, shuffle_key = settings.seed_keys(cfg.seed)
   graphdef, params = nnx.split(build_model(cfg, init_key), nnx.Param)
   params = place_params(params)
-  hparams = {k: jnp.asarray(v, jnp.float32)
-             for k, v in hyperparams(cfg).items()}
-  return graphdef, TrainState(params, make_optimizer(cfg).init(params),
-                              shuffle_key, hparams)
+  hparams = {
+    k: jnp.asarray(v, jnp.float32) for k, v in hyperparams(cfg).items()
+  }
+  return graphdef, TrainState(
+    params, make_optimizer(cfg).init(params), shuffle_key, hparams
+  )
 
 
-def update(state: TrainState, batch: tuple[jax.Array, jax.Array], *,
-           graphdef: nnx.GraphDef, filter: str, window_size: int,
-           shard_batch: Callable[[Any], Any] = settings.identity,
-           ) -> tuple[TrainState, dict[str, jax.Array]]:
+def update(
+  state: TrainState,
+  batch: tuple[jax.Array, jax.Array],
+  *,
+  graphdef: nnx.GraphDef,
+  filter: str,
+  window_size: int,
+  shard_batch: Callable[[Any], Any] = settings.identity,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One AdamW update on a minibatch (pure in `state` and `batch`).
 
   Args:
@@ -169,18 +190,24 @@ def update(state: TrainState, batch: tuple[jax.Array, jax.Array], *,
     logits = nnx.merge(graphdef, params)(x)
     return jnp.mean(bce_with_logits(logits, y)), jnp.mean(correct(logits, y))
 
-  (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+  (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  return (state._replace(params=params, opt_state=opt_state),
-          {"loss": loss, "acc": acc})
+  return (
+    state._replace(params=params, opt_state=opt_state),
+    {"loss": loss, "acc": acc},
+  )
 
 
 @functools.lru_cache(maxsize=32)
-def make_train_epoch(graphdef: nnx.GraphDef, filter: str, window_size: int,
-                     steps_per_epoch: int, batch_size: int,
-                     shard_batch: Callable[[Any], Any] = settings.identity):
+def make_train_epoch(
+  graphdef: nnx.GraphDef,
+  filter: str,
+  window_size: int,
+  steps_per_epoch: int,
+  batch_size: int,
+  shard_batch: Callable[[Any], Any] = settings.identity,
+):
   """The pure epoch ``(state, epoch, data) -> (state, metrics)``:
   :func:`settings.shuffled_epoch` of :func:`update` over the training
   reviews ``data["x"]``, ``data["y"]``. `metrics`: ``train_loss`` and
@@ -188,19 +215,28 @@ def make_train_epoch(graphdef: nnx.GraphDef, filter: str, window_size: int,
   Cached: equal arguments return the same function (so the harness reuses
   its compilation).
   """
-  step = functools.partial(update, graphdef=graphdef, filter=filter,
-                           window_size=window_size, shard_batch=shard_batch)
+  step = functools.partial(
+    update,
+    graphdef=graphdef,
+    filter=filter,
+    window_size=window_size,
+    shard_batch=shard_batch,
+  )
   return settings.shuffled_epoch(step, steps_per_epoch, batch_size)
 
 
-def evaluate_params(graphdef: nnx.GraphDef, params, xs, ys, mask
-                    ) -> tuple[jax.Array, jax.Array]:
+def evaluate_params(
+  graphdef: nnx.GraphDef, params, xs, ys, mask
+) -> tuple[jax.Array, jax.Array]:
   """Mean BCE and accuracy on the chunks of :func:`eval_chunks`."""
+
   def one(batch):
     x, y, m = batch
     logits = nnx.merge(graphdef, params)(x)
-    return (jnp.sum(bce_with_logits(logits, y) * m),
-            jnp.sum(correct(logits, y) * m))
+    return (
+      jnp.sum(bce_with_logits(logits, y) * m),
+      jnp.sum(correct(logits, y) * m),
+    )
 
   losses, hits = jax.lax.map(one, (xs, ys, mask))
   n = jnp.sum(mask)

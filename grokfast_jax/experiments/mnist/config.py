@@ -30,9 +30,9 @@ PAPER_STEPS_TO_95 = {"none": 44_022, "ema": 2_001}
 # lamb are the reference script's defaults and its weight decay is the EMA
 # run's; treat them as a starting point, not a reproduction.
 PAPER_DEFAULTS: dict[str, dict[str, float]] = {
-    "none": {"weight_decay": 0.01},
-    "ema": {"alpha": 0.8, "lamb": 0.1, "weight_decay": 2.0},
-    "ma": {"window_size": 100, "lamb": 5.0, "weight_decay": 2.0},
+  "none": {"weight_decay": 0.01},
+  "ema": {"alpha": 0.8, "lamb": 0.1, "weight_decay": 2.0},
+  "ma": {"window_size": 100, "lamb": 5.0, "weight_decay": 2.0},
 }
 
 
@@ -60,32 +60,44 @@ class MnistConfig(settings.FilterSettingsMixin):
       the offline digits stand-in.
   """
 
-  filter: str = option(
-      "ema", "gradient filter (default ema)", choices=FILTERS)
+  filter: str = option("ema", "gradient filter (default ema)", choices=FILTERS)
   alpha: float = option(0.8, "Grokfast-EMA momentum (paper: 0.8)")
-  lamb: float = option(0.1, "Grokfast amplification (default 0.1 for ema, "
-                       "the paper's; 5.0 for ma)")
+  lamb: float = option(
+    0.1, "Grokfast amplification (default 0.1 for ema, the paper's; 5.0 for ma)"
+  )
   window_size: int = option(100, "Grokfast-MA window (default 100)")
-  weight_decay: float = option(2.0, "AdamW weight decay (paper: 0.01 "
-                               "baseline, 2.0 Grokfast)")
+  weight_decay: float = option(
+    2.0, "AdamW weight decay (paper: 0.01 baseline, 2.0 Grokfast)"
+  )
   lr: float = option(1e-3, "AdamW lr (1e-3)")
   init_scale: float = option(8.0, "factor on the initial weights (8)")
   hidden: tuple[int, ...] = option((200, 200), cli=False)
-  train_size: int = option(1000, "training images: the first N of the "
-                           "training set, as in the reference (1000)")
+  train_size: int = option(
+    1000,
+    "training images: the first N of the "
+    "training set, as in the reference (1000)",
+  )
   batch_size: int = option(200, "batch (200)")
   seed: int = option(0, "seed (0)")
-  max_steps: int = option(100_000, "optimization steps (100000), a multiple "
-                          "of the steps per epoch")
-  eval_every: int = option(100, "evaluate every this many steps (100), a "
-                           "multiple of the steps per epoch")
+  max_steps: int = option(
+    100_000, "optimization steps (100000), a multiple of the steps per epoch"
+  )
+  eval_every: int = option(
+    100,
+    "evaluate every this many steps (100), a multiple of the steps per epoch",
+  )
   stop_at_target: bool = option(
-      False, "stop a run once it reaches 95%% test accuracy",
-      aliases=("--stop-at-threshold",))
+    False,
+    "stop a run once it reaches 95%% test accuracy",
+    aliases=("--stop-at-threshold",),
+  )
   data: Optional[str] = option(
-      None, "directory of MNIST IDX files (plain or .gz), a Keras-style "
-      "mnist.npz, or a directory holding one; default: sklearn's 8x8 digits "
-      "(offline stand-in, NOT MNIST)", metavar="PATH")
+    None,
+    "directory of MNIST IDX files (plain or .gz), a Keras-style "
+    "mnist.npz, or a directory holding one; default: sklearn's 8x8 digits "
+    "(offline stand-in, NOT MNIST)",
+    metavar="PATH",
+  )
 
   def __post_init__(self) -> None:
     """Validates the settings (a ValueError names the first out of range)."""
@@ -94,15 +106,24 @@ class MnistConfig(settings.FilterSettingsMixin):
     check("init_scale", self.init_scale, self.init_scale > 0, "> 0")
     if not self.hidden or any(int(h) < 1 for h in self.hidden):
       raise ValueError(
-          f"hidden must be non-empty widths >= 1, got {self.hidden}")
+        f"hidden must be non-empty widths >= 1, got {self.hidden}"
+      )
     check("train_size", self.train_size, self.train_size >= 1, ">= 1")
-    check("batch_size", self.batch_size,
-          1 <= self.batch_size <= self.train_size, "in [1, train_size]")
+    check(
+      "batch_size",
+      self.batch_size,
+      1 <= self.batch_size <= self.train_size,
+      "in [1, train_size]",
+    )
     spe = self.steps_per_epoch
     for name in ("eval_every", "max_steps"):
       value = getattr(self, name)
-      check(name, value, value >= 1 and value % spe == 0,
-            f"a positive multiple of the steps per epoch ({spe})")
+      check(
+        name,
+        value,
+        value >= 1 and value % spe == 0,
+        f"a positive multiple of the steps per epoch ({spe})",
+      )
 
   @property
   def steps_per_epoch(self) -> int:
@@ -114,8 +135,9 @@ class MnistConfig(settings.FilterSettingsMixin):
     return self.filter_settings_dict(hidden=list(self.hidden))
 
 
-def paper_config(filter: str = "ema",
-                 **overrides: Optional[Any]) -> MnistConfig:
+def paper_config(
+  filter: str = "ema", **overrides: Optional[Any]
+) -> MnistConfig:
   """:func:`settings.config_with_defaults` of :data:`PAPER_DEFAULTS`: options
   not given (None) keep the paper's setting for the chosen filter.
 
@@ -125,8 +147,9 @@ def paper_config(filter: str = "ema",
     >>> paper_config("ema", lamb=None, max_steps=500).lamb
     0.1
   """
-  return settings.config_with_defaults(MnistConfig, FILTERS, PAPER_DEFAULTS,
-                                       filter, overrides)
+  return settings.config_with_defaults(
+    MnistConfig, FILTERS, PAPER_DEFAULTS, filter, overrides
+  )
 
 
 def make_config(given: Mapping[str, Any]) -> MnistConfig:
@@ -137,13 +160,15 @@ def make_config(given: Mapping[str, Any]) -> MnistConfig:
     >>> make_config({"filter": "none", "max_steps": 500}).weight_decay
     0.01
   """
-  return settings.config_from_flags(MnistConfig, FILTERS, PAPER_DEFAULTS,
-                                    given)
+  return settings.config_from_flags(MnistConfig, FILTERS, PAPER_DEFAULTS, given)
 
 
 def is_paper_setting(cfg: MnistConfig) -> bool:
   """Whether `cfg` is the paper's setting for its filter (seed, step count,
   evaluation period, early stop and data path aside), so the paper's figures
   apply to it."""
-  return settings.is_paper_setting(cfg, paper_config(cfg.filter), (
-      "seed", "max_steps", "eval_every", "stop_at_target", "data"))
+  return settings.is_paper_setting(
+    cfg,
+    paper_config(cfg.filter),
+    ("seed", "max_steps", "eval_every", "stop_at_target", "data"),
+  )

@@ -32,17 +32,21 @@ DIGITS_LABEL = "sklearn-digits-8x8 (offline fallback, not MNIST)"
 IMAGE_SHAPE = (28, 28)
 
 IDX_FILES = {
-    "x_train": "train-images-idx3-ubyte",
-    "y_train": "train-labels-idx1-ubyte",
-    "x_test": "t10k-images-idx3-ubyte",
-    "y_test": "t10k-labels-idx1-ubyte",
+  "x_train": "train-images-idx3-ubyte",
+  "y_train": "train-labels-idx1-ubyte",
+  "x_test": "t10k-images-idx3-ubyte",
+  "y_test": "t10k-labels-idx1-ubyte",
 }
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 # IDX type byte -> big-endian numpy dtype.
 _IDX_DTYPES = {
-    0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+  0x08: np.dtype(">u1"),
+  0x09: np.dtype(">i1"),
+  0x0B: np.dtype(">i2"),
+  0x0C: np.dtype(">i4"),
+  0x0D: np.dtype(">f4"),
+  0x0E: np.dtype(">f8"),
 }
 _DIGITS_TRAIN = 1000  # images of the fixed digits split used for training
 _DIGITS_SPLIT_SEED = 0
@@ -93,8 +97,9 @@ def read_idx(path: PathLike) -> np.ndarray:
     raise ValueError(f"{path}: not a valid gzip file ({e})") from e
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
     raise ValueError(
-        f"{path}: not an IDX file (magic number must start with two zero "
-        f"bytes, got {raw[:4].hex() or 'an empty file'})")
+      f"{path}: not an IDX file (magic number must start with two zero "
+      f"bytes, got {raw[:4].hex() or 'an empty file'})"
+    )
   type_byte, ndim = raw[2], raw[3]
   if type_byte not in _IDX_DTYPES:
     raise ValueError(f"{path}: unknown IDX type byte 0x{type_byte:02x}")
@@ -108,8 +113,9 @@ def read_idx(path: PathLike) -> np.ndarray:
   expected = int(np.prod(shape)) * dtype.itemsize
   if len(raw) - header != expected:
     raise ValueError(
-        f"{path}: IDX data is {len(raw) - header} bytes but the header "
-        f"{shape} of {dtype.name} needs {expected} (truncated or corrupt file)")
+      f"{path}: IDX data is {len(raw) - header} bytes but the header "
+      f"{shape} of {dtype.name} needs {expected} (truncated or corrupt file)"
+    )
   arr = np.frombuffer(raw, dtype, offset=header).reshape(shape)
   return arr.astype(dtype.newbyteorder("="))
 
@@ -127,8 +133,9 @@ def load_mnist_idx(directory: PathLike) -> Dataset:
     ValueError: a missing file, a bad file, or unexpected shapes.
   """
   directory = Path(directory)
-  arrays = {key: read_idx(_find_idx(directory, name))
-            for key, name in IDX_FILES.items()}
+  arrays = {
+    key: read_idx(_find_idx(directory, name)) for key, name in IDX_FILES.items()
+  }
   return _from_arrays(arrays, source=str(directory))
 
 
@@ -155,8 +162,9 @@ def load_mnist_npz(path: PathLike) -> Dataset:
     missing = [k for k in NPZ_KEYS if k not in npz.files]
     if missing:
       raise ValueError(
-          f"{path}: npz lacks keys {missing} (needs {list(NPZ_KEYS)}, "
-          f"has {sorted(npz.files)})")
+        f"{path}: npz lacks keys {missing} (needs {list(NPZ_KEYS)}, "
+        f"has {sorted(npz.files)})"
+      )
     arrays = {k: np.asarray(npz[k]) for k in NPZ_KEYS}
   return _from_arrays(arrays, source=str(path))
 
@@ -174,6 +182,7 @@ def load_digits_fallback() -> Dataset:
     The dataset, labelled :data:`DIGITS_LABEL`.
   """
   from sklearn.datasets import load_digits  # ships its data; no download
+
   digits = load_digits()
   images = np.asarray(digits.images, np.float32) / 16.0
   images = np.kron(images, np.ones((1, 3, 3), np.float32))
@@ -182,8 +191,14 @@ def load_digits_fallback() -> Dataset:
   perm = np.random.default_rng(_DIGITS_SPLIT_SEED).permutation(len(labels))
   train, test = perm[:_DIGITS_TRAIN], perm[_DIGITS_TRAIN:]
   flat = images.reshape(len(images), -1)
-  return Dataset(flat[train], labels[train], flat[test], labels[test],
-                 DIGITS_LABEL, source="sklearn.datasets.load_digits")
+  return Dataset(
+    flat[train],
+    labels[train],
+    flat[test],
+    labels[test],
+    DIGITS_LABEL,
+    source="sklearn.datasets.load_digits",
+  )
 
 
 def load_dataset(path: Optional[PathLike] = None) -> Dataset:
@@ -206,8 +221,9 @@ def load_dataset(path: Optional[PathLike] = None) -> Dataset:
     if path.suffix == ".npz":
       return load_mnist_npz(path)
     raise ValueError(
-        f"data path {path} is a file but not an .npz; give a directory of "
-        "IDX files or a Keras-style mnist.npz")
+      f"data path {path} is a file but not an .npz; give a directory of "
+      "IDX files or a Keras-style mnist.npz"
+    )
   if not path.is_dir():
     raise ValueError(f"data path {path} does not exist")
   if (path / "mnist.npz").is_file() and not _has_idx(path):
@@ -236,16 +252,18 @@ def train_subset(dataset: Dataset, size: int) -> Dataset:
     (10, 784)
   """
   check_train_size(dataset, size)
-  return dataclasses.replace(dataset, x_train=dataset.x_train[:size],
-                             y_train=dataset.y_train[:size])
+  return dataclasses.replace(
+    dataset, x_train=dataset.x_train[:size], y_train=dataset.y_train[:size]
+  )
 
 
 def check_train_size(dataset: Dataset, size: int) -> None:
   """Raises a ValueError unless `size` is in [1, number of training images]."""
   n = len(dataset.y_train)
   if not 1 <= size <= n:
-    raise ValueError(f"train_size must be in [1, {n}] for {dataset.label}, "
-                     f"got {size}")
+    raise ValueError(
+      f"train_size must be in [1, {n}] for {dataset.label}, got {size}"
+    )
 
 
 def _has_idx(directory: Path) -> bool:
@@ -265,8 +283,9 @@ def _find_idx(directory: Path, name: str) -> Path:
         if candidate.is_file():
           return candidate
   raise ValueError(
-      f"{directory}: no {name} (or {name}.gz); expected the four MNIST IDX "
-      f"files {sorted(IDX_FILES.values())} or a Keras-style mnist.npz")
+    f"{directory}: no {name} (or {name}.gz); expected the four MNIST IDX "
+    f"files {sorted(IDX_FILES.values())} or a Keras-style mnist.npz"
+  )
 
 
 def _from_arrays(arrays: dict[str, np.ndarray], source: str) -> Dataset:
@@ -275,14 +294,18 @@ def _from_arrays(arrays: dict[str, np.ndarray], source: str) -> Dataset:
   for split in ("train", "test"):
     x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
     if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
-      raise ValueError(f"{source}: x_{split} must have shape [n, 28, 28], "
-                       f"got {list(x.shape)}")
+      raise ValueError(
+        f"{source}: x_{split} must have shape [n, 28, 28], got {list(x.shape)}"
+      )
     if y.ndim != 1 or len(y) != len(x):
-      raise ValueError(f"{source}: y_{split} must have shape [{len(x)}], "
-                       f"got {list(y.shape)}")
+      raise ValueError(
+        f"{source}: y_{split} must have shape [{len(x)}], got {list(y.shape)}"
+      )
     if len(y) and (y.min() < 0 or y.max() > 9):
-      raise ValueError(f"{source}: y_{split} labels must be in [0, 9], got "
-                       f"[{y.min()}, {y.max()}]")
+      raise ValueError(
+        f"{source}: y_{split} labels must be in [0, 9], got "
+        f"[{y.min()}, {y.max()}]"
+      )
     scale = 255.0 if np.issubdtype(x.dtype, np.integer) else 1.0
     out[f"x_{split}"] = (x.reshape(len(x), -1) / scale).astype(np.float32)
     out[f"y_{split}"] = y.astype(np.int32)

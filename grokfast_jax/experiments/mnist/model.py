@@ -9,6 +9,7 @@ makes this MNIST setting grok late (Liu et al., Omnigrok).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Sequence
 
@@ -36,13 +37,15 @@ def torch_linear_init(fan_in: int, scale: float = 1.0) -> nnx.Initializer:
   return init
 
 
-def torch_linear(fan_in: int, fan_out: int, scale: float,
-                 rngs: nnx.Rngs) -> nnx.Linear:
+def torch_linear(
+  fan_in: int, fan_out: int, scale: float, rngs: nnx.Rngs
+) -> nnx.Linear:
   """An ``nnx.Linear`` whose weight and bias take PyTorch's default
   ``nn.Linear`` initialization times `scale` (:func:`torch_linear_init`)."""
   init = torch_linear_init(fan_in, scale)
-  return nnx.Linear(fan_in, fan_out, kernel_init=init, bias_init=init,
-                    rngs=rngs)
+  return nnx.Linear(
+    fan_in, fan_out, kernel_init=init, bias_init=init, rngs=rngs
+  )
 
 
 class MLP(nnx.Module):
@@ -55,9 +58,15 @@ class MLP(nnx.Module):
     (2, 10)
   """
 
-  def __init__(self, in_features: int, hidden: Sequence[int],
-               out_features: int, *, init_scale: float = 8.0,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_features: int,
+    hidden: Sequence[int],
+    out_features: int,
+    *,
+    init_scale: float = 8.0,
+    rngs: nnx.Rngs,
+  ):
     """Builds the layers.
 
     Args:
@@ -73,9 +82,12 @@ class MLP(nnx.Module):
     if not init_scale > 0:
       raise ValueError(f"init_scale must be > 0, got {init_scale}")
     widths = [in_features, *hidden, out_features]
-    self.layers = nnx.List([
+    self.layers = nnx.List(
+      [
         torch_linear(n_in, n_out, init_scale, rngs)
-        for n_in, n_out in zip(widths[:-1], widths[1:])])
+        for n_in, n_out in itertools.pairwise(widths)
+      ]
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """Maps ``[batch, in_features]`` inputs to ``[batch, out_features]``."""

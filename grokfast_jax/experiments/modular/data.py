@@ -19,11 +19,11 @@ import numpy as np
 
 REFERENCE_OPS = ("*", "+", "-", "/")
 POLYNOMIAL_OPS = {  # binary operations of Power et al. (2022)
-    "x^2+y^2": lambda x, y: x * x + y * y,
-    "x^2+xy+y^2": lambda x, y: x * x + x * y + y * y,
-    "x^2+xy+y^2+x": lambda x, y: x * x + x * y + y * y + x,
-    "x^3+xy": lambda x, y: x * x * x + x * y,
-    "x^3+xy^2+y": lambda x, y: x * x * x + x * y * y + y,
+  "x^2+y^2": lambda x, y: x * x + y * y,
+  "x^2+xy+y^2": lambda x, y: x * x + x * y + y * y,
+  "x^2+xy+y^2+x": lambda x, y: x * x + x * y + y * y + x,
+  "x^3+xy": lambda x, y: x * x * x + x * y,
+  "x^3+xy^2+y": lambda x, y: x * x * x + x * y * y + y,
 }
 OPS = REFERENCE_OPS + tuple(POLYNOMIAL_OPS) + ("s5",)
 SEQ_LEN = 4  # [x, op, y, =]
@@ -74,8 +74,9 @@ def s5_table() -> np.ndarray:
   permutation ``i -> x(y(i))``, permutations in lexicographic order."""
   perms = list(itertools.permutations(range(5)))
   index = {q: i for i, q in enumerate(perms)}
-  table = [[index[tuple(x[y[i]] for i in range(5))] for y in perms]
-           for x in perms]
+  table = [
+    [index[tuple(x[y[i]] for i in range(5))] for y in perms] for x in perms
+  ]
   return np.asarray(table, np.int64)
 
 
@@ -139,13 +140,13 @@ def make_equations(op: str = "*", p: int = 97) -> Split:
   first_y = 1 if op in REFERENCE_OPS else 0
   x, y = np.meshgrid(np.arange(n), np.arange(first_y, n), indexing="ij")
   x, y = x.ravel(), y.ravel()
-  inputs = np.stack(
-      [x, np.full_like(x, n), y, np.full_like(x, n + 1)], axis=1)
+  inputs = np.stack([x, np.full_like(x, n), y, np.full_like(x, n + 1)], axis=1)
   return Split(inputs.astype(np.int32), answers(op, x, y, p).astype(np.int32))
 
 
-def train_val_split(data: Split, train_fraction: float = 0.5,
-                    seed: int = 0) -> tuple[Split, Split]:
+def train_val_split(
+  data: Split, train_fraction: float = 0.5, seed: int = 0
+) -> tuple[Split, Split]:
   """A random split of `data`, the same for the same seed.
 
   Args:
@@ -157,19 +158,22 @@ def train_val_split(data: Split, train_fraction: float = 0.5,
   Returns:
     ``(train, val)``, disjoint and together the whole of `data`.
   """
-  if not (isinstance(train_fraction, (float, int))
-          and 0 < train_fraction < 1):
+  if not (isinstance(train_fraction, (float, int)) and 0 < train_fraction < 1):
     raise ValueError(
-        f"train_fraction must be in (0, 1), got {train_fraction!r}")
+      f"train_fraction must be in (0, 1), got {train_fraction!r}"
+    )
   n = len(data.labels)
-  n_train = min(max(int(round(train_fraction * n)), 1), n - 1)
+  n_train = min(max(round(train_fraction * n), 1), n - 1)
   perm = np.random.default_rng(seed).permutation(n)
   tr, va = perm[:n_train], perm[n_train:]
-  return (Split(data.inputs[tr], data.labels[tr]),
-          Split(data.inputs[va], data.labels[va]))
+  return (
+    Split(data.inputs[tr], data.labels[tr]),
+    Split(data.inputs[va], data.labels[va]),
+  )
 
 
-def make_splits(op: str = "*", p: int = 97, train_fraction: float = 0.5,
-                seed: int = 0) -> tuple[Split, Split]:
+def make_splits(
+  op: str = "*", p: int = 97, train_fraction: float = 0.5, seed: int = 0
+) -> tuple[Split, Split]:
   """:func:`make_equations` then :func:`train_val_split`."""
   return train_val_split(make_equations(op, p), train_fraction, seed)

@@ -52,14 +52,25 @@ def _gelu_jvp(primals, tangents):
   return x * cdf, (cdf + x * pdf) * t
 
 
-def linear(d_in: int, d_out: int, rngs: nnx.Rngs, *, use_bias: bool = True,
-           kernel_init=None, zero_bias: bool = False) -> nnx.Linear:
+def linear(
+  d_in: int,
+  d_out: int,
+  rngs: nnx.Rngs,
+  *,
+  use_bias: bool = True,
+  kernel_init=None,
+  zero_bias: bool = False,
+) -> nnx.Linear:
   """An ``nnx.Linear`` initialized like ``torch.nn.Linear`` unless overridden."""
-  bias_init = (nnx.initializers.zeros if zero_bias
-               else torch_linear_init(d_in))
-  return nnx.Linear(d_in, d_out, use_bias=use_bias,
-                    kernel_init=kernel_init or torch_linear_init(d_in),
-                    bias_init=bias_init, rngs=rngs)
+  bias_init = nnx.initializers.zeros if zero_bias else torch_linear_init(d_in)
+  return nnx.Linear(
+    d_in,
+    d_out,
+    use_bias=use_bias,
+    kernel_init=kernel_init or torch_linear_init(d_in),
+    bias_init=bias_init,
+    rngs=rngs,
+  )
 
 
 class CausalSelfAttention(nnx.Module):
@@ -69,9 +80,13 @@ class CausalSelfAttention(nnx.Module):
     self.heads = heads
     # Stacked q/k/v projection: kernel [d, 3d]; Xavier over the whole matrix
     # (fan_in d, fan_out 3d) as PyTorch's in_proj_weight [3d, d].
-    self.qkv = linear(width, 3 * width, rngs,
-                      kernel_init=nnx.initializers.xavier_uniform(),
-                      zero_bias=True)
+    self.qkv = linear(
+      width,
+      3 * width,
+      rngs,
+      kernel_init=nnx.initializers.xavier_uniform(),
+      zero_bias=True,
+    )
     self.out = linear(width, width, rngs, zero_bias=True)
 
   def __call__(self, h: jax.Array, last_only: bool = False) -> jax.Array:
@@ -91,8 +106,7 @@ class CausalSelfAttention(nnx.Module):
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(hd)
     tq = hq.shape[1]
     # Query i (absolute position t - tq + i) sees keys 0..that position.
-    allowed = (jnp.arange(t)[None, :]
-               <= (jnp.arange(tq) + (t - tq))[:, None])
+    allowed = jnp.arange(t)[None, :] <= (jnp.arange(tq) + (t - tq))[:, None]
     scores = jnp.where(allowed, scores, -jnp.inf)
     att = jax.nn.softmax(scores, axis=-1)
     y = jnp.einsum("bhqk,bkhd->bqhd", att, v).reshape(b, tq, d)
@@ -126,9 +140,17 @@ class Transformer(nnx.Module):
     (8, 99)
   """
 
-  def __init__(self, vocab: int, seq_len: int, *, depth: int = 2,
-               width: int = 128, heads: int = 4, mlp_ratio: int = 4,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    vocab: int,
+    seq_len: int,
+    *,
+    depth: int = 2,
+    width: int = 128,
+    heads: int = 4,
+    mlp_ratio: int = 4,
+    rngs: nnx.Rngs,
+  ):
     """Builds the model.
 
     Args:
@@ -141,18 +163,21 @@ class Transformer(nnx.Module):
       rngs: random streams for the initialization.
     """
     if width % heads:
-      raise ValueError(f"width must be a multiple of heads, got {width}, "
-                       f"{heads}")
+      raise ValueError(
+        f"width must be a multiple of heads, got {width}, {heads}"
+      )
     normal = nnx.initializers.normal(stddev=1.0)
     self.tok = nnx.Embed(vocab, width, embedding_init=normal, rngs=rngs)
     self.pos = nnx.Embed(seq_len, width, embedding_init=normal, rngs=rngs)
     self.blocks = nnx.List(
-        [Block(width, heads, mlp_ratio, rngs) for _ in range(depth)])
+      [Block(width, heads, mlp_ratio, rngs) for _ in range(depth)]
+    )
     self.ln_f = nnx.LayerNorm(width, epsilon=LN_EPS, rngs=rngs)
     self.head = linear(width, vocab, rngs, use_bias=False)
 
-  def __call__(self, tokens: jax.Array,
-               all_positions: bool = False) -> jax.Array:
+  def __call__(
+    self, tokens: jax.Array, all_positions: bool = False
+  ) -> jax.Array:
     """Logits from int tokens ``[b, t]``.
 
     Args:

@@ -77,13 +77,17 @@ def grad_filter(cfg: ModularConfig) -> optax.GradientTransformation:
   if cfg.filter == "iir":
     b, a = gj.butterworth(cfg.iir_order, cfg.iir_cutoff)
     return gj.grokfast_iir(tuple(b), tuple(a), lamb=cfg.lamb)
-  return settings.grokfast_filter(
-      cfg.filter, alpha=cfg.alpha, lamb=cfg.lamb,
-      window_size=cfg.window_size) or optax.identity()
+  return (
+    settings.grokfast_filter(
+      cfg.filter, alpha=cfg.alpha, lamb=cfg.lamb, window_size=cfg.window_size
+    )
+    or optax.identity()
+  )
 
 
 def filter_coefficients(
-    cfg: ModularConfig) -> Optional[tuple[str, tuple[np.ndarray, np.ndarray]]]:
+  cfg: ModularConfig,
+) -> Optional[tuple[str, tuple[np.ndarray, np.ndarray]]]:
   """``(label, (b, a))``: the low-pass the filter of `cfg` amplifies.
 
   EMA: ``ema_coefficients(alpha)``; MA: the boxcar ``b = ones(w) / w,
@@ -95,8 +99,10 @@ def filter_coefficients(
     w = cfg.window_size
     return f"MA w={w}", (np.full(w, 1.0 / w), np.ones(1))
   if cfg.filter == "iir":
-    return (f"Butterworth order {cfg.iir_order}, cutoff {cfg.iir_cutoff:g}",
-            gj.butterworth(cfg.iir_order, cfg.iir_cutoff))
+    return (
+      f"Butterworth order {cfg.iir_order}, cutoff {cfg.iir_cutoff:g}",
+      gj.butterworth(cfg.iir_order, cfg.iir_cutoff),
+    )
   return None
 
 
@@ -117,8 +123,13 @@ def constrained_leaves(params: Any) -> Any:
 
 def _muon_dimensions(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: (optax.contrib.MuonDimensionNumbers(0, 1)
-                       if _is_block_kernel(path, x) else None), params)
+    lambda path, x: (
+      optax.contrib.MuonDimensionNumbers(0, 1)
+      if _is_block_kernel(path, x)
+      else None
+    ),
+    params,
+  )
 
 
 def base_optimizer(cfg: ModularConfig) -> list[optax.GradientTransformation]:
@@ -126,15 +137,24 @@ def base_optimizer(cfg: ModularConfig) -> list[optax.GradientTransformation]:
   lr = lr_schedule(cfg)
   wd = cfg.weight_decay
   if cfg.optimizer == "adamw":
-    return [optax.adamw(lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps,
-                        weight_decay=wd)]
+    return [
+      optax.adamw(lr, b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps, weight_decay=wd)
+    ]
   if cfg.optimizer == "lion":
     return [optax.lion(lr, b1=cfg.beta1, b2=cfg.beta2, weight_decay=wd)]
   if cfg.optimizer == "muon":
-    return [optax.contrib.muon(
-        lr, eps=cfg.eps, weight_decay=wd, adam_b1=cfg.beta1,
-        adam_b2=cfg.beta2, adam_weight_decay=wd, consistent_rms=0.2,
-        muon_weight_dimension_numbers=_muon_dimensions)]
+    return [
+      optax.contrib.muon(
+        lr,
+        eps=cfg.eps,
+        weight_decay=wd,
+        adam_b1=cfg.beta1,
+        adam_b2=cfg.beta2,
+        adam_weight_decay=wd,
+        consistent_rms=0.2,
+        muon_weight_dimension_numbers=_muon_dimensions,
+      )
+    ]
   adam = optax.scale_by_adam(b1=cfg.beta1, b2=cfg.beta2, eps=cfg.eps)
   decay = optax.add_decayed_weights(wd)
   scale = optax.scale_by_learning_rate(lr)
@@ -156,12 +176,15 @@ def row_axis(path: Any, x: Any) -> int:
 
 def _clipped(axis: int):
   """Mask fn: the leaves scope "all" clips over `axis` after each update."""
+
   def mask(params: Any) -> Any:
     def keep(path, x):
       keys = jax.tree_util.keystr(path)
       free = "['tok']" in keys or "['head']" in keys
       return not free and row_axis(path, x) == axis
+
     return jax.tree_util.tree_map_with_path(keep, params)
+
   return mask
 
 
@@ -171,11 +194,14 @@ def weight_norm_bound(cfg: ModularConfig) -> list[optax.GradientTransformation]:
   if c is None:
     return []
   if cfg.weight_norm_scope == "all":
-    return [optax.masked(gj.constrain_weight_norm(c, axis=axis),
-                         _clipped(axis)) for axis in (0, 1)]
+    return [
+      optax.masked(gj.constrain_weight_norm(c, axis=axis), _clipped(axis))
+      for axis in (0, 1)
+    ]
   axis = config_lib.WEIGHT_NORM_AXES[cfg.weight_norm_axis]
-  return [optax.masked(gj.constrain_weight_norm(c, axis=axis),
-                       constrained_leaves)]
+  return [
+    optax.masked(gj.constrain_weight_norm(c, axis=axis), constrained_leaves)
+  ]
 
 
 # The float settings a sweep may hold in the optimizer state.
@@ -193,8 +219,9 @@ class _Swept:
     return self._values.get(name, getattr(self._cfg, name))
 
 
-def make_optimizer(cfg: ModularConfig, swept: tuple[str, ...] = ()
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+  cfg: ModularConfig, swept: tuple[str, ...] = ()
+) -> optax.GradientTransformation:
   """The whole chain of `cfg` (see the module docstring for its order).
 
   Args:
@@ -214,26 +241,37 @@ def make_optimizer(cfg: ModularConfig, swept: tuple[str, ...] = ()
   if swept:
     for name in swept:
       if name not in SWEEP_FLOATS or getattr(cfg, name) is None:
-        raise ValueError(f"a sweep holds {', '.join(SWEEP_FLOATS)} in the "
-                         f"optimizer state (each set); got {name!r}")
+        raise ValueError(
+          f"a sweep holds {', '.join(SWEEP_FLOATS)} in the "
+          f"optimizer state (each set); got {name!r}"
+        )
 
     # Named parameters: inject_hyperparams keeps the numeric ones it is
     # given in the state (a **kwargs factory would freeze them).
-    def factory(lr=None, lamb=None, alpha=None, weight_decay=None,
-                max_weight_norm=None):
-      values = {"lr": lr, "lamb": lamb, "alpha": alpha,
-                "weight_decay": weight_decay,
-                "max_weight_norm": max_weight_norm}
-      return make_optimizer(_Swept(cfg, {k: v for k, v in values.items()
-                                         if k in swept}))
+    def factory(
+      lr=None, lamb=None, alpha=None, weight_decay=None, max_weight_norm=None
+    ):
+      values = {
+        "lr": lr,
+        "lamb": lamb,
+        "alpha": alpha,
+        "weight_decay": weight_decay,
+        "max_weight_norm": max_weight_norm,
+      }
+      return make_optimizer(
+        _Swept(cfg, {k: v for k, v in values.items() if k in swept})
+      )
 
     return optax.inject_hyperparams(factory)(
-        **{name: getattr(cfg, name) for name in swept})
+      **{name: getattr(cfg, name) for name in swept}
+    )
   parts = []
   if cfg.record_spectrum:
-    parts.append(gj.record_gradients(SPECTRUM_COORDS,
-                                     buffer_size=SPECTRUM_BUFFER,
-                                     seed=cfg.seed))
+    parts.append(
+      gj.record_gradients(
+        SPECTRUM_COORDS, buffer_size=SPECTRUM_BUFFER, seed=cfg.seed
+      )
+    )
   if cfg.egd:
     parts.append(gj.egalitarian(mask=constrained_leaves))
   if cfg.orthograd:
@@ -257,14 +295,18 @@ def initial_params(cfg: ModularConfig, params: Any) -> Any:
     c = cfg.max_weight_norm
 
     def sphere(path, x):
-      norm = jnp.linalg.norm(x.astype(jnp.float32), axis=row_axis(path, x),
-                             keepdims=True)
+      norm = jnp.linalg.norm(
+        x.astype(jnp.float32), axis=row_axis(path, x), keepdims=True
+      )
       return (x * (c / jnp.maximum(norm, 1e-8))).astype(x.dtype)
+
     return jax.tree_util.tree_map_with_path(sphere, params)
   return gj.project_weight_norm(
-      params, cfg.max_weight_norm,
-      axis=config_lib.WEIGHT_NORM_AXES[cfg.weight_norm_axis],
-      mask=constrained_leaves)
+    params,
+    cfg.max_weight_norm,
+    axis=config_lib.WEIGHT_NORM_AXES[cfg.weight_norm_axis],
+    mask=constrained_leaves,
+  )
 
 
 def _round(values: Any) -> list[float]:
@@ -287,27 +329,33 @@ def spectrum_results(cfg: ModularConfig, opt_state: Any) -> dict[str, Any]:
   """
   state = opt_state[0]
   if not isinstance(state, gj.RecordGradientsState):
-    raise ValueError("the optimizer state holds no gradient recorder; build "
-                     "it with record_spectrum=True")
+    raise ValueError(
+      "the optimizer state holds no gradient recorder; build "
+      "it with record_spectrum=True"
+    )
   n = min(int(state.written), SPECTRUM_BUFFER)
-  out = {"num_coords": SPECTRUM_COORDS, "num_records": n,
-         "recorded": "raw gradient, every update"}
+  out = {
+    "num_coords": SPECTRUM_COORDS,
+    "num_records": n,
+    "recorded": "raw gradient, every update",
+  }
   if n < 2:
     return out
   freqs, power = gj.gradient_spectrum(state)
   freqs, power = freqs[1:], power[1:]  # f = 0 is 0 after detrending
   edges = np.geomspace(freqs[0], freqs[-1], SPECTRUM_BANDS + 1)
-  band = np.clip(np.searchsorted(edges, freqs, side="right") - 1, 0,
-                 SPECTRUM_BANDS - 1)
+  band = np.clip(
+    np.searchsorted(edges, freqs, side="right") - 1, 0, SPECTRUM_BANDS - 1
+  )
   keep = [b for b in range(SPECTRUM_BANDS) if np.any(band == b)]
-  out["freqs"] = _round([np.exp(np.log(freqs[band == b]).mean())
-                         for b in keep])
+  out["freqs"] = _round([np.exp(np.log(freqs[band == b]).mean()) for b in keep])
   out["power"] = _round([power[band == b].mean() for b in keep])
   return out
 
 
-def plot_run_spectrum(cfg: ModularConfig, spectrum: dict[str, Any],
-                      path: Any, title: str) -> bool:
+def plot_run_spectrum(
+  cfg: ModularConfig, spectrum: dict[str, Any], path: Any, title: str
+) -> bool:
   """Writes the spectrum with the filter's power gain over it.
 
   Returns:
@@ -316,6 +364,11 @@ def plot_run_spectrum(cfg: ModularConfig, spectrum: dict[str, Any],
   if "power" not in spectrum:
     return False
   coeffs = filter_coefficients(cfg)
-  gj.plot_spectrum(spectrum["freqs"], spectrum["power"], path,
-                   filters=dict([coeffs]) if coeffs else None, title=title)
+  gj.plot_spectrum(
+    spectrum["freqs"],
+    spectrum["power"],
+    path,
+    filters=dict([coeffs]) if coeffs else None,
+    title=title,
+  )
   return True

@@ -44,60 +44,117 @@ class Recipe(NamedTuple):
   settings: dict[str, Any]
 
 
-_PAPER_EMA = {"filter": "ema", "alpha": 0.98, "lamb": 2.0,
-              "weight_decay": 0.005}
+_PAPER_EMA = {
+  "filter": "ema",
+  "alpha": 0.98,
+  "lamb": 2.0,
+  "weight_decay": 0.005,
+}
 _BASELINE = {"filter": "none", "weight_decay": 0.0}
 
 RECIPES: dict[str, Recipe] = {
-    "paper-ema": Recipe(
-        "Grokfast-EMA with the paper's settings (Adam, coupled L2 0.005)",
-        _PAPER_EMA),
-    "paper-ma": Recipe(
-        "Grokfast-MA with the paper's settings (Adam, coupled L2 0.01)",
-        {"filter": "ma", "window_size": 100, "lamb": 5.0,
-         "weight_decay": 0.01}),
-    "lion-clip": Recipe(
-        "Clip to Grok: Lion (0.9, 0.97) lr 1e-3, rows clipped to 2.0, no wd",
-        {"filter": "none", "optimizer": "lion", "lr": 1e-3, "beta1": 0.9,
-         "beta2": 0.97, "weight_decay": 0.0, "max_weight_norm": 2.0,
-         "weight_norm_axis": "row", "weight_norm_scope": "all"}),
-    "orthograd": Recipe("⊥Grad alone (baseline Adam, no filter, no wd)",
-                        {**_BASELINE, "orthograd": True}),
-    "stablemax": Recipe("StableMax cross-entropy alone (baseline)",
-                        {**_BASELINE, "loss": "stablemax"}),
-    "weight-norm": Recipe("weight rows bounded by 2.0 alone (baseline Adam)",
-                          {**_BASELINE, "max_weight_norm": 2.0,
-                           "weight_norm_axis": "row"}),
-    "iir": Recipe(
-        "Grokfast-IIR alone: Butterworth order 2, cutoff 0.0064, lamb 2",
-        {"filter": "iir", "iir_order": 2, "iir_cutoff": 0.0064, "lamb": 2.0,
-         "weight_decay": 0.005}),
-    "egd": Recipe("egalitarian gradient descent alone on the blocks' "
-                  "kernels (baseline Adam, no filter, no wd)",
-                  {**_BASELINE, "egd": True}),
-    "muon": Recipe("Muon alone (AdamW fallback), no filter, no wd",
-                   {**_BASELINE, "optimizer": "muon"}),
-    # Picked by benchmarks/studies/fastest_grok.py (see benchmarks/README.md).
-    "fastest": Recipe(
-        "the search's winner (benchmarks/studies/fastest_grok.py): Muon lr "
-        "2e-2, rows at norm 2.0 at init and clipped to 2.0, no filter, no wd",
-        {**_BASELINE, "optimizer": "muon", "lr": 2e-2,
-         "max_weight_norm": 2.0, "weight_norm_axis": "row",
-         "weight_norm_scope": "all"}),
+  "paper-ema": Recipe(
+    "Grokfast-EMA with the paper's settings (Adam, coupled L2 0.005)",
+    _PAPER_EMA,
+  ),
+  "paper-ma": Recipe(
+    "Grokfast-MA with the paper's settings (Adam, coupled L2 0.01)",
+    {"filter": "ma", "window_size": 100, "lamb": 5.0, "weight_decay": 0.01},
+  ),
+  "lion-clip": Recipe(
+    "Clip to Grok: Lion (0.9, 0.97) lr 1e-3, rows clipped to 2.0, no wd",
+    {
+      "filter": "none",
+      "optimizer": "lion",
+      "lr": 1e-3,
+      "beta1": 0.9,
+      "beta2": 0.97,
+      "weight_decay": 0.0,
+      "max_weight_norm": 2.0,
+      "weight_norm_axis": "row",
+      "weight_norm_scope": "all",
+    },
+  ),
+  "orthograd": Recipe(
+    "⊥Grad alone (baseline Adam, no filter, no wd)",
+    {**_BASELINE, "orthograd": True},
+  ),
+  "stablemax": Recipe(
+    "StableMax cross-entropy alone (baseline)",
+    {**_BASELINE, "loss": "stablemax"},
+  ),
+  "weight-norm": Recipe(
+    "weight rows bounded by 2.0 alone (baseline Adam)",
+    {**_BASELINE, "max_weight_norm": 2.0, "weight_norm_axis": "row"},
+  ),
+  "iir": Recipe(
+    "Grokfast-IIR alone: Butterworth order 2, cutoff 0.0064, lamb 2",
+    {
+      "filter": "iir",
+      "iir_order": 2,
+      "iir_cutoff": 0.0064,
+      "lamb": 2.0,
+      "weight_decay": 0.005,
+    },
+  ),
+  "egd": Recipe(
+    "egalitarian gradient descent alone on the blocks' "
+    "kernels (baseline Adam, no filter, no wd)",
+    {**_BASELINE, "egd": True},
+  ),
+  "muon": Recipe(
+    "Muon alone (AdamW fallback), no filter, no wd",
+    {**_BASELINE, "optimizer": "muon"},
+  ),
+  # Picked by benchmarks/studies/fastest_grok.py (see benchmarks/README.md).
+  "fastest": Recipe(
+    "the search's winner (benchmarks/studies/fastest_grok.py): Muon lr "
+    "2e-2, rows at norm 2.0 at init and clipped to 2.0, no filter, no wd",
+    {
+      **_BASELINE,
+      "optimizer": "muon",
+      "lr": 2e-2,
+      "max_weight_norm": 2.0,
+      "weight_norm_axis": "row",
+      "weight_norm_scope": "all",
+    },
+  ),
 }
 
 # Fields a recipe may set: the training method only.
-METHOD_FIELDS = ("filter", "alpha", "lamb", "window_size", "iir_order",
-                 "iir_cutoff", "weight_decay", "decoupled_wd", "optimizer",
-                 "lr", "beta1", "beta2", "eps", "warmup_steps", "orthograd",
-                 "egd", "loss", "max_weight_norm", "weight_norm_axis",
-                 "weight_norm_scope")
+METHOD_FIELDS = (
+  "filter",
+  "alpha",
+  "lamb",
+  "window_size",
+  "iir_order",
+  "iir_cutoff",
+  "weight_decay",
+  "decoupled_wd",
+  "optimizer",
+  "lr",
+  "beta1",
+  "beta2",
+  "eps",
+  "warmup_steps",
+  "orthograd",
+  "egd",
+  "loss",
+  "max_weight_norm",
+  "weight_norm_axis",
+  "weight_norm_scope",
+)
 # A recipe's settings that belong to its filter (dropped for another one).
 FILTER_FIELDS = ("alpha", "lamb", "window_size", "iir_order", "iir_cutoff")
 
 
-def resolve(recipe: Optional[str] = None, filter: Optional[str] = None, *,
-            default_filter: str = "ema", **overrides: Any) -> ModularConfig:
+def resolve(
+  recipe: Optional[str] = None,
+  filter: Optional[str] = None,
+  *,
+  default_filter: str = "ema",
+  **overrides: Any,
+) -> ModularConfig:
   """The config of `recipe` for `filter` with `overrides` on top.
 
   Args:
@@ -120,8 +177,7 @@ def resolve(recipe: Optional[str] = None, filter: Optional[str] = None, *,
     ('lion', 0.0003, 2.0, 'lion-clip')
   """
   if recipe is not None and recipe not in RECIPES:
-    raise ValueError(
-        f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
+    raise ValueError(f"recipe must be one of {sorted(RECIPES)}, got {recipe!r}")
   settings = dict(RECIPES[recipe].settings) if recipe else {}
   own = settings.pop("filter", None)
   f = filter or own or default_filter
@@ -135,8 +191,12 @@ def resolve(recipe: Optional[str] = None, filter: Optional[str] = None, *,
 # ------------------------------------------------------------ from flags
 
 # Flags whose name is not the field's with dashes.
-_FLAGS = {"beta1": "--betas", "beta2": "--betas", "iir_order": "--order",
-          "iir_cutoff": "--cutoff"}
+_FLAGS = {
+  "beta1": "--betas",
+  "beta2": "--betas",
+  "iir_order": "--order",
+  "iir_cutoff": "--cutoff",
+}
 
 
 def parse_betas(text: str) -> tuple[float, float]:
@@ -144,21 +204,26 @@ def parse_betas(text: str) -> tuple[float, float]:
   try:
     b1, b2 = (float(x) for x in text.split(","))
   except ValueError:
-    raise ValueError(f"--betas must be two numbers B1,B2 in [0, 1), got "
-                     f"{text!r}") from None
+    raise ValueError(
+      f"--betas must be two numbers B1,B2 in [0, 1), got {text!r}"
+    ) from None
   return b1, b2
 
 
-def config_from_given(given: Mapping[str, Any], filter: Optional[str],
-                      **fixed: Any) -> ModularConfig:
+def config_from_given(
+  given: Mapping[str, Any], filter: Optional[str], **fixed: Any
+) -> ModularConfig:
   """The config of the flags a user gave (field -> value; ``betas`` a
   ``"B1,B2"`` text): the recipe's, then the flags (see :func:`resolve`).
 
   Raises:
     ValueError: a bad value, with the message naming its flag.
   """
-  overrides = {k: v for k, v in given.items()
-               if k not in ("recipe", "filter", "betas", "filters")}
+  overrides = {
+    k: v
+    for k, v in given.items()
+    if k not in ("recipe", "filter", "betas", "filters")
+  }
   if given.get("betas") is not None:
     overrides["beta1"], overrides["beta2"] = parse_betas(given["betas"])
   overrides.update(fixed)
@@ -169,5 +234,5 @@ def config_from_given(given: Mapping[str, Any], filter: Optional[str],
     field = text.split(" ", 1)[0]
     if field in ModularConfig.__dataclass_fields__:
       flag = _FLAGS.get(field, "--" + field.replace("_", "-"))
-      text = flag + text[len(field):]
+      text = flag + text[len(field) :]
     raise ValueError(text) from None

@@ -34,10 +34,9 @@ README_WEIGHT_DECAY = 0.01
 # no QM9 run with Grokfast-MA: its window and lamb are the reference script's
 # defaults, a starting point rather than a reproduction.
 PAPER_DEFAULTS: dict[str, dict[str, float]] = {
-    "none": {"weight_decay": 0.0},
-    "ema": {"alpha": 0.9, "lamb": 1.0, "weight_decay": README_WEIGHT_DECAY},
-    "ma": {"window_size": 100, "lamb": 5.0,
-           "weight_decay": README_WEIGHT_DECAY},
+  "none": {"weight_decay": 0.0},
+  "ema": {"alpha": 0.9, "lamb": 1.0, "weight_decay": README_WEIGHT_DECAY},
+  "ma": {"window_size": 100, "lamb": 5.0, "weight_decay": README_WEIGHT_DECAY},
 }
 
 
@@ -72,37 +71,53 @@ class Qm9Config(settings.FilterSettingsMixin):
       (None: `epochs` was given); only reported, not a setting.
   """
 
-  filter: str = option("ema", "gradient filter (default ema)",
-                       choices=FILTERS)
+  filter: str = option("ema", "gradient filter (default ema)", choices=FILTERS)
   alpha: float = option(0.9, "Grokfast-EMA momentum (README: 0.9)")
-  lamb: float = option(1.0, "Grokfast amplification (default 1.0 for ema, "
-                       "the README's; 5.0 for ma)")
+  lamb: float = option(
+    1.0,
+    "Grokfast amplification (default 1.0 for ema, the README's; 5.0 for ma)",
+  )
   window_size: int = option(100, "Grokfast-MA window (default 100)")
   weight_decay: float = option(
-      README_WEIGHT_DECAY, "AdamW weight decay (default 0 with no filter, "
-      "the script's; 0.01 with a filter, the README's)")
+    README_WEIGHT_DECAY,
+    "AdamW weight decay (default 0 with no filter, "
+    "the script's; 0.01 with a filter, the README's)",
+  )
   lr: float = option(1e-3, "AdamW learning rate (1e-3)")
   init_scale: float = option(3.0, "factor on every initial parameter (3)")
-  size: int = option(100, "molecules used, the first characterized rows "
-                     "(100), split 50/50")
-  batch_size: int = option(32, "minibatch size (32); the last, smaller "
-                           "batch of an epoch is kept")
+  size: int = option(
+    100, "molecules used, the first characterized rows (100), split 50/50"
+  )
+  batch_size: int = option(
+    32, "minibatch size (32); the last, smaller batch of an epoch is kept"
+  )
   seed: int = option(0, "seeds the split, init and shuffles (0)")
-  epochs: int = option(50_000, "training epochs (50000; 2 updates each); "
-                       "or give --max-steps")
+  epochs: int = option(
+    50_000, "training epochs (50000; 2 updates each); or give --max-steps"
+  )
   chunk_epochs: int = option(500, "epochs per jitted call (500)")
-  log_every: int = option(200, "keep a history entry every this many epochs "
-                          "(200); the lowest val MSE is taken over every "
-                          "epoch regardless")
+  log_every: int = option(
+    200,
+    "keep a history entry every this many epochs "
+    "(200); the lowest val MSE is taken over every "
+    "epoch regardless",
+  )
   stop_at_target: bool = option(
-      False, "stop after the chunk (--chunk-epochs) in which the test MSE "
-      "first reaches --target-mse")
+    False,
+    "stop after the chunk (--chunk-epochs) in which the test MSE "
+    "first reaches --target-mse",
+  )
   target_mse: float = option(
-      PAPER_LOWEST_VAL_LOSS["baseline"], "test MSE of --stop-at-target "
-      "(default 0.00659, the paper's lowest baseline val MSE)")
+    PAPER_LOWEST_VAL_LOSS["baseline"],
+    "test MSE of --stop-at-target "
+    "(default 0.00659, the paper's lowest baseline val MSE)",
+  )
   data: Optional[str] = option(
-      None, "QM9 CSV with the columns gdb_id, smiles, alpha, "
-      "uncharacterized (e.g. qm9_first138.csv); required", metavar="PATH")
+    None,
+    "QM9 CSV with the columns gdb_id, smiles, alpha, "
+    "uncharacterized (e.g. qm9_first138.csv); required",
+    metavar="PATH",
+  )
   requested_steps: Optional[int] = option(None, cli=False)
 
   def __post_init__(self) -> None:
@@ -111,9 +126,12 @@ class Qm9Config(settings.FilterSettingsMixin):
     check = settings.check
     check("init_scale", self.init_scale, self.init_scale > 0, "> 0")
     check("size", self.size, self.size >= 2, ">= 2")
-    check("batch_size", self.batch_size,
-          1 <= self.batch_size <= self.n_train,
-          f"in [1, {self.n_train}] (the training molecules, size // 2)")
+    check(
+      "batch_size",
+      self.batch_size,
+      1 <= self.batch_size <= self.n_train,
+      f"in [1, {self.n_train}] (the training molecules, size // 2)",
+    )
     for name in ("epochs", "chunk_epochs", "log_every"):
       value = getattr(self, name)
       check(name, value, value >= 1, ">= 1")
@@ -150,8 +168,11 @@ class Qm9Config(settings.FilterSettingsMixin):
     """The settings as a JSON-friendly dict, without the unused filter knobs,
     plus the derived counts (train / test molecules, updates)."""
     d = self.filter_settings_dict(
-        n_train=self.n_train, n_test=self.n_test,
-        updates_per_epoch=self.updates_per_epoch, max_steps=self.max_steps)
+      n_train=self.n_train,
+      n_test=self.n_test,
+      updates_per_epoch=self.updates_per_epoch,
+      max_steps=self.max_steps,
+    )
     del d["requested_steps"]
     return d
 
@@ -177,8 +198,7 @@ def epochs_from_steps(max_steps: int, updates_per_epoch: int) -> int:
   return math.ceil(max_steps / updates_per_epoch)
 
 
-def paper_config(filter: str = "ema",
-                 **overrides: Optional[Any]) -> Qm9Config:
+def paper_config(filter: str = "ema", **overrides: Optional[Any]) -> Qm9Config:
   """:func:`settings.config_with_defaults` of :data:`PAPER_DEFAULTS`: options
   not given (None) keep the paper's setting for the chosen filter.
 
@@ -188,8 +208,9 @@ def paper_config(filter: str = "ema",
     >>> paper_config("ema", lamb=None, epochs=10).lamb
     1.0
   """
-  return settings.config_with_defaults(Qm9Config, FILTERS, PAPER_DEFAULTS,
-                                       filter, overrides)
+  return settings.config_with_defaults(
+    Qm9Config, FILTERS, PAPER_DEFAULTS, filter, overrides
+  )
 
 
 def make_config(given: Mapping[str, Any]) -> Qm9Config:
@@ -213,5 +234,7 @@ def make_config(given: Mapping[str, Any]) -> Qm9Config:
   if steps is None:
     return cfg
   return dataclasses.replace(
-      cfg, epochs=epochs_from_steps(steps, cfg.updates_per_epoch),
-      requested_steps=steps)
+    cfg,
+    epochs=epochs_from_steps(steps, cfg.updates_per_epoch),
+    requested_steps=steps,
+  )

@@ -93,8 +93,10 @@ def _chem():
     from rdkit import Chem
   except ImportError as e:
     raise MissingExtraError(
-        "featurizing SMILES needs RDKit, which is not installed; install the "
-        f"chem extra: {INSTALL_HINT}", name="rdkit") from e
+      "featurizing SMILES needs RDKit, which is not installed; install the "
+      f"chem extra: {INSTALL_HINT}",
+      name="rdkit",
+    ) from e
   return Chem
 
 
@@ -124,6 +126,7 @@ def featurize(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """
   Chem = _chem()
   from rdkit import rdBase
+
   with rdBase.BlockLogs():  # the error below says it; RDKit need not print
     mol = Chem.MolFromSmiles(smiles)
   if mol is None:
@@ -136,8 +139,9 @@ def featurize(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     i, symbol = atom.GetIdx(), atom.GetSymbol()
     if symbol not in ELEMENTS:
       raise ValueError(
-          f"SMILES {smiles!r} holds the element {symbol}; only "
-          f"{', '.join(ELEMENTS)} are featurized")
+        f"SMILES {smiles!r} holds the element {symbol}; only "
+        f"{', '.join(ELEMENTS)} are featurized"
+      )
     x[i, ELEMENTS.index(symbol)] = 1.0
     x[i, 5] = atom.GetAtomicNum()
     x[i, 6] = float(atom.GetIsAromatic())
@@ -152,14 +156,16 @@ def featurize(smiles: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     kind = str(bond.GetBondType())
     if kind not in BOND_TYPES:
       raise ValueError(
-          f"SMILES {smiles!r} holds a {kind} bond; only "
-          f"{', '.join(b.lower() for b in BOND_TYPES)} bonds are featurized")
+        f"SMILES {smiles!r} holds a {kind} bond; only "
+        f"{', '.join(b.lower() for b in BOND_TYPES)} bonds are featurized"
+      )
     a, b = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
     t = BOND_TYPES.index(kind)
     edges += [(a, b, t), (b, a, t)]
   edges.sort()
-  edge_index = np.array([[e[0] for e in edges], [e[1] for e in edges]],
-                        np.int32).reshape(2, len(edges))
+  edge_index = np.array(
+    [[e[0] for e in edges], [e[1] for e in edges]], np.int32
+  ).reshape(2, len(edges))
   edge_attr = np.zeros((len(edges), EDGE_FEATURES), np.float32)
   edge_attr[np.arange(len(edges)), [e[2] for e in edges]] = 1.0
   return x, edge_index, edge_attr
@@ -207,15 +213,17 @@ def load_molecules(path: PathLike, size: int = 100) -> list[Molecule]:
     header = next(reader, None)
     if header is None or not any(h.strip() for h in header):
       raise ValueError(
-          f"{path}: empty file (expected a CSV with the columns "
-          f"{', '.join(COLUMNS)})")
+        f"{path}: empty file (expected a CSV with the columns "
+        f"{', '.join(COLUMNS)})"
+      )
     names = [h.strip() for h in header]
     missing = [c for c in COLUMNS if c not in names]
     if missing:
       raise ValueError(
-          f"{path}: missing column{'s' if len(missing) > 1 else ''} "
-          f"{', '.join(missing)} (the header has {', '.join(names)}; "
-          f"expected {', '.join(COLUMNS)})")
+        f"{path}: missing column{'s' if len(missing) > 1 else ''} "
+        f"{', '.join(missing)} (the header has {', '.join(names)}; "
+        f"expected {', '.join(COLUMNS)})"
+      )
     col = {c: names.index(c) for c in COLUMNS}
     row = 0
     for record in reader:
@@ -224,8 +232,9 @@ def load_molecules(path: PathLike, size: int = 100) -> list[Molecule]:
       row += 1
       where = f"{path}: row {row} (line {reader.line_num})"
       if len(record) < len(names):
-        raise ValueError(f"{where}: {len(record)} fields, the header has "
-                         f"{len(names)}")
+        raise ValueError(
+          f"{where}: {len(record)} fields, the header has {len(names)}"
+        )
       values = {c: record[i].strip() for c, i in col.items()}
       if _parse_flag(values["uncharacterized"], where):
         skipped += 1
@@ -238,17 +247,20 @@ def load_molecules(path: PathLike, size: int = 100) -> list[Molecule]:
         raise
       except ValueError as e:
         raise ValueError(f"{where}, gdb_id {gdb_id}: {e}") from e
-      molecules.append(Molecule(gdb_id, values["smiles"], x, edge_index,
-                                edge_attr, alpha))
+      molecules.append(
+        Molecule(gdb_id, values["smiles"], x, edge_index, edge_attr, alpha)
+      )
       if len(molecules) == size:
         return molecules
   raise ValueError(
-      f"{path}: only {len(molecules)} usable (characterized) molecules "
-      f"({skipped} uncharacterized skipped), but size is {size}")
+    f"{path}: only {len(molecules)} usable (characterized) molecules "
+    f"({skipped} uncharacterized skipped), but size is {size}"
+  )
 
 
-def split(molecules: Sequence[Molecule],
-          seed: int) -> tuple[list[Molecule], list[Molecule]]:
+def split(
+  molecules: Sequence[Molecule], seed: int
+) -> tuple[list[Molecule], list[Molecule]]:
   """A random 50 / 50 split: ``len // 2`` training molecules, the rest test.
 
   The permutation is numpy's ``default_rng(seed).permutation`` (the reference
@@ -274,8 +286,10 @@ def split(molecules: Sequence[Molecule],
     raise ValueError(f"split needs at least 2 molecules, got {n}")
   order = np.random.default_rng(seed).permutation(n)
   n_train = n // 2
-  return ([molecules[i] for i in order[:n_train]],
-          [molecules[i] for i in order[n_train:]])
+  return (
+    [molecules[i] for i in order[:n_train]],
+    [molecules[i] for i in order[n_train:]],
+  )
 
 
 class PackedGraphs(NamedTuple):
@@ -329,7 +343,7 @@ def pack(molecules: Sequence[Molecule]) -> PackedGraphs:
   n_nodes = np.array([m.n_nodes for m in molecules], np.int32)
   n_edges = np.array([m.n_edges for m in molecules], np.int32)
   edge_attr = np.concatenate(
-      [m.edge_attr.reshape(-1, EDGE_FEATURES) for m in molecules]
+    [m.edge_attr.reshape(-1, EDGE_FEATURES) for m in molecules]
   ).astype(np.float32)
   if len(edge_attr):
     table, edge_type = np.unique(edge_attr, axis=0, return_inverse=True)
@@ -337,23 +351,27 @@ def pack(molecules: Sequence[Molecule]) -> PackedGraphs:
     table = np.zeros((1, EDGE_FEATURES), np.float32)
     edge_type = np.zeros(0, np.int64)
   return PackedGraphs(
-      x=np.concatenate([m.x for m in molecules]).astype(np.float32),
-      edge_attr=edge_attr,
-      senders=np.concatenate(
-          [m.edge_index[0] for m in molecules]).astype(np.int32),
-      receivers=np.concatenate(
-          [m.edge_index[1] for m in molecules]).astype(np.int32),
-      node_start=(np.cumsum(n_nodes) - n_nodes).astype(np.int32),
-      n_nodes=n_nodes,
-      edge_start=(np.cumsum(n_edges) - n_edges).astype(np.int32),
-      n_edges=n_edges,
-      y=np.array([m.y for m in molecules], np.float32),
-      edge_type=edge_type.reshape(-1).astype(np.int32),
-      edge_table=table.astype(np.float32))
+    x=np.concatenate([m.x for m in molecules]).astype(np.float32),
+    edge_attr=edge_attr,
+    senders=np.concatenate([m.edge_index[0] for m in molecules]).astype(
+      np.int32
+    ),
+    receivers=np.concatenate([m.edge_index[1] for m in molecules]).astype(
+      np.int32
+    ),
+    node_start=(np.cumsum(n_nodes) - n_nodes).astype(np.int32),
+    n_nodes=n_nodes,
+    edge_start=(np.cumsum(n_edges) - n_edges).astype(np.int32),
+    n_edges=n_edges,
+    y=np.array([m.y for m in molecules], np.float32),
+    edge_type=edge_type.reshape(-1).astype(np.int32),
+    edge_table=table.astype(np.float32),
+  )
 
 
-def batch_capacity(molecules: Sequence[Molecule],
-                   batch_size: int) -> tuple[int, int]:
+def batch_capacity(
+  molecules: Sequence[Molecule], batch_size: int
+) -> tuple[int, int]:
   """Node and edge counts that hold any `batch_size` of `molecules`.
 
   Args:
@@ -369,8 +387,9 @@ def batch_capacity(molecules: Sequence[Molecule],
   return sum(nodes[:batch_size]), sum(edges[:batch_size])
 
 
-def describe_source(path: PathLike,
-                    molecules: Sequence[Molecule]) -> dict[str, Any]:
+def describe_source(
+  path: PathLike, molecules: Sequence[Molecule]
+) -> dict[str, Any]:
   """Where the data came from, for the results file.
 
   Args:
@@ -383,8 +402,12 @@ def describe_source(path: PathLike,
   path = Path(path).expanduser()
   digest = hashlib.sha256(path.read_bytes()).hexdigest()
   ids = [m.gdb_id for m in molecules]
-  return {"path": str(path), "sha256": digest, "n_molecules": len(ids),
-          "gdb_ids": [min(ids), max(ids)] if ids else None}
+  return {
+    "path": str(path),
+    "sha256": digest,
+    "n_molecules": len(ids),
+    "gdb_ids": [min(ids), max(ids)] if ids else None,
+  }
 
 
 def _parse_flag(value: str, where: str) -> bool:
@@ -393,8 +416,7 @@ def _parse_flag(value: str, where: str) -> bool:
   except ValueError:
     flag = math.nan
   if flag not in (0.0, 1.0):
-    raise ValueError(f"{where}: uncharacterized must be 0 or 1, got "
-                     f"{value!r}")
+    raise ValueError(f"{where}: uncharacterized must be 0 or 1, got {value!r}")
   return flag == 1.0
 
 
@@ -402,8 +424,9 @@ def _parse_int(value: str, name: str, where: str) -> int:
   try:
     return int(value)
   except ValueError:
-    raise ValueError(f"{where}: {name} must be an integer, got "
-                     f"{value!r}") from None
+    raise ValueError(
+      f"{where}: {name} must be an integer, got {value!r}"
+    ) from None
 
 
 def _parse_float(value: str, name: str, where: str) -> float:
@@ -412,6 +435,5 @@ def _parse_float(value: str, name: str, where: str) -> float:
   except ValueError:
     number = math.nan
   if not math.isfinite(number):
-    raise ValueError(f"{where}: {name} must be a finite number, got "
-                     f"{value!r}")
+    raise ValueError(f"{where}: {name} must be a finite number, got {value!r}")
   return number

@@ -35,8 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grokfast_jax.experiments.mnist.model import (torch_linear,
-                                                   torch_linear_init)
+from grokfast_jax.experiments.mnist.model import torch_linear, torch_linear_init
 from grokfast_jax.experiments.qm9 import data as data_lib
 
 EDGE_HIDDEN = 32
@@ -73,8 +72,12 @@ class GraphBatch(NamedTuple):
   graph_mask: jax.Array
 
 
-def gather_batch(packed: data_lib.PackedGraphs, mol_idx: jax.Array,
-                 max_nodes: int, max_edges: int) -> GraphBatch:
+def gather_batch(
+  packed: data_lib.PackedGraphs,
+  mol_idx: jax.Array,
+  max_nodes: int,
+  max_edges: int,
+) -> GraphBatch:
   """Lays the molecules `mol_idx` of `packed` out in one padded batch.
 
   Works under `jit` (the molecule indices may be traced; the sizes are
@@ -110,34 +113,35 @@ def gather_batch(packed: data_lib.PackedGraphs, mol_idx: jax.Array,
 
   slots = jnp.arange(max_nodes, dtype=jnp.int32)
   node_mask = slots < node_end[-1]
-  g = jnp.clip(jnp.searchsorted(node_end, slots, side="right"), 0,
-               n_graphs - 1)
+  g = jnp.clip(jnp.searchsorted(node_end, slots, side="right"), 0, n_graphs - 1)
   node_id = jnp.where(node_mask, p.node_start[mol[g]] + slots - node_off[g], 0)
   fmask = node_mask.astype(jnp.float32)
 
   eslots = jnp.arange(max_edges, dtype=jnp.int32)
   edge_mask = eslots < edge_end[-1]
-  ge = jnp.clip(jnp.searchsorted(edge_end, eslots, side="right"), 0,
-                n_graphs - 1)
-  edge_id = jnp.where(edge_mask,
-                      p.edge_start[mol[ge]] + eslots - edge_off[ge], 0)
+  ge = jnp.clip(
+    jnp.searchsorted(edge_end, eslots, side="right"), 0, n_graphs - 1
+  )
+  edge_id = jnp.where(
+    edge_mask, p.edge_start[mol[ge]] + eslots - edge_off[ge], 0
+  )
   senders = jnp.where(edge_mask, node_off[ge] + p.senders[edge_id], 0)
   receivers = jnp.where(edge_mask, node_off[ge] + p.receivers[edge_id], 0)
   emask = edge_mask.astype(jnp.float32)
 
   return GraphBatch(
-      x=p.x[node_id] * fmask[:, None],
-      senders=senders.astype(jnp.int32),
-      receivers=receivers.astype(jnp.int32),
-      edge_attr=p.edge_attr[edge_id] * emask[:, None],
-      edge_type=jnp.where(edge_mask, p.edge_type[edge_id], 0).astype(
-          jnp.int32),
-      edge_table=p.edge_table,
-      edge_mask=emask,
-      node_graph=jnp.where(node_mask, g, 0).astype(jnp.int32),
-      node_mask=fmask,
-      y=jnp.where(valid, p.y[mol], 0.0).astype(jnp.float32),
-      graph_mask=valid.astype(jnp.float32))
+    x=p.x[node_id] * fmask[:, None],
+    senders=senders.astype(jnp.int32),
+    receivers=receivers.astype(jnp.int32),
+    edge_attr=p.edge_attr[edge_id] * emask[:, None],
+    edge_type=jnp.where(edge_mask, p.edge_type[edge_id], 0).astype(jnp.int32),
+    edge_table=p.edge_table,
+    edge_mask=emask,
+    node_graph=jnp.where(node_mask, g, 0).astype(jnp.int32),
+    node_mask=fmask,
+    y=jnp.where(valid, p.y[mol], 0.0).astype(jnp.float32),
+    graph_mask=valid.astype(jnp.float32),
+  )
 
 
 def full_batch(molecules) -> GraphBatch:
@@ -158,13 +162,18 @@ def full_batch(molecules) -> GraphBatch:
   edge_offset = np.repeat(p.node_start, p.n_edges)
   n_edges = len(p.senders)
   return GraphBatch(
-      x=p.x, senders=(p.senders + edge_offset).astype(np.int32),
-      receivers=(p.receivers + edge_offset).astype(np.int32),
-      edge_attr=p.edge_attr, edge_type=p.edge_type, edge_table=p.edge_table,
-      edge_mask=np.ones(n_edges, np.float32),
-      node_graph=np.repeat(np.arange(n_graphs, dtype=np.int32), p.n_nodes),
-      node_mask=np.ones(len(p.x), np.float32), y=p.y,
-      graph_mask=np.ones(n_graphs, np.float32))
+    x=p.x,
+    senders=(p.senders + edge_offset).astype(np.int32),
+    receivers=(p.receivers + edge_offset).astype(np.int32),
+    edge_attr=p.edge_attr,
+    edge_type=p.edge_type,
+    edge_table=p.edge_table,
+    edge_mask=np.ones(n_edges, np.float32),
+    node_graph=np.repeat(np.arange(n_graphs, dtype=np.int32), p.n_nodes),
+    node_mask=np.ones(len(p.x), np.float32),
+    y=p.y,
+    graph_mask=np.ones(n_graphs, np.float32),
+  )
 
 
 class NNConv(nnx.Module):
@@ -176,9 +185,16 @@ class NNConv(nnx.Module):
     ((11, 32), (32, 352))
   """
 
-  def __init__(self, in_channels: int, out_channels: int, edge_features: int,
-               *, edge_hidden: int = EDGE_HIDDEN, init_scale: float = 1.0,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    in_channels: int,
+    out_channels: int,
+    edge_features: int,
+    *,
+    edge_hidden: int = EDGE_HIDDEN,
+    init_scale: float = 1.0,
+    rngs: nnx.Rngs,
+  ):
     """Builds the edge network, the root weight and the bias.
 
     Args:
@@ -191,15 +207,25 @@ class NNConv(nnx.Module):
     """
     self.in_channels, self.out_channels = in_channels, out_channels
     self.edge_in = torch_linear(edge_features, edge_hidden, init_scale, rngs)
-    self.edge_out = torch_linear(edge_hidden, in_channels * out_channels,
-                                 init_scale, rngs)
-    self.root = nnx.Param(torch_linear_init(in_channels, init_scale)(
-        rngs.params(), (in_channels, out_channels)))
+    self.edge_out = torch_linear(
+      edge_hidden, in_channels * out_channels, init_scale, rngs
+    )
+    self.root = nnx.Param(
+      torch_linear_init(in_channels, init_scale)(
+        rngs.params(), (in_channels, out_channels)
+      )
+    )
     # PyG initializes the bias to zero; scaling keeps it zero.
     self.bias = nnx.Param(jnp.zeros((out_channels,)) * init_scale)
 
-  def __call__(self, x: jax.Array, senders: jax.Array, receivers: jax.Array,
-               edge_attr: jax.Array, edge_mask: jax.Array) -> jax.Array:
+  def __call__(
+    self,
+    x: jax.Array,
+    senders: jax.Array,
+    receivers: jax.Array,
+    edge_attr: jax.Array,
+    edge_mask: jax.Array,
+  ) -> jax.Array:
     """One convolution, running the edge net on every edge (as PyG does).
 
     Args:
@@ -215,13 +241,20 @@ class NNConv(nnx.Module):
     weights = self.edge_weights(edge_attr)
     messages = jnp.einsum("ei,eio->eo", x[senders], weights)
     messages = messages * edge_mask[:, None]
-    aggregated = jax.ops.segment_sum(messages, receivers,
-                                     num_segments=x.shape[0])
+    aggregated = jax.ops.segment_sum(
+      messages, receivers, num_segments=x.shape[0]
+    )
     return x @ self.root[...] + aggregated + self.bias[...]
 
-  def typed(self, x: jax.Array, senders: jax.Array, receivers: jax.Array,
-            edge_type: jax.Array, edge_table: jax.Array,
-            edge_mask: jax.Array) -> jax.Array:
+  def typed(
+    self,
+    x: jax.Array,
+    senders: jax.Array,
+    receivers: jax.Array,
+    edge_type: jax.Array,
+    edge_table: jax.Array,
+    edge_mask: jax.Array,
+  ) -> jax.Array:
     """The same convolution, with the edge net run once per distinct edge
     feature vector.
 
@@ -248,8 +281,9 @@ class NNConv(nnx.Module):
     n_nodes, n_types = x.shape[0], edge_table.shape[0]
     weights = self.edge_weights(edge_table)  # [n_types, in, out]
     sent = x[senders] * edge_mask[:, None]
-    grouped = jax.ops.segment_sum(sent, receivers * n_types + edge_type,
-                                  num_segments=n_nodes * n_types)
+    grouped = jax.ops.segment_sum(
+      sent, receivers * n_types + edge_type, num_segments=n_nodes * n_types
+    )
     grouped = grouped.reshape(n_nodes, n_types, self.in_channels)
     aggregated = jnp.einsum("nti,tio->no", grouped, weights)
     return x @ self.root[...] + aggregated + self.bias[...]
@@ -271,10 +305,16 @@ class Qm9Net(nnx.Module):
     (2,)
   """
 
-  def __init__(self, node_features: int = data_lib.NODE_FEATURES,
-               edge_features: int = data_lib.EDGE_FEATURES, *,
-               hidden: tuple[int, int] = (32, 16), head_hidden: int = 32,
-               init_scale: float = 3.0, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    node_features: int = data_lib.NODE_FEATURES,
+    edge_features: int = data_lib.EDGE_FEATURES,
+    *,
+    hidden: tuple[int, int] = (32, 16),
+    head_hidden: int = 32,
+    init_scale: float = 3.0,
+    rngs: nnx.Rngs,
+  ):
     """Builds the layers.
 
     Args:
@@ -291,15 +331,14 @@ class Qm9Net(nnx.Module):
     if not init_scale > 0:
       raise ValueError(f"init_scale must be > 0, got {init_scale}")
     h1, h2 = hidden
-    self.conv1 = NNConv(node_features, h1, edge_features,
-                        init_scale=init_scale, rngs=rngs)
-    self.conv2 = NNConv(h1, h2, edge_features, init_scale=init_scale,
-                        rngs=rngs)
+    self.conv1 = NNConv(
+      node_features, h1, edge_features, init_scale=init_scale, rngs=rngs
+    )
+    self.conv2 = NNConv(h1, h2, edge_features, init_scale=init_scale, rngs=rngs)
     self.head1 = torch_linear(h2, head_hidden, init_scale, rngs)
     self.head2 = torch_linear(head_hidden, 1, init_scale, rngs)
 
-  def __call__(self, batch: GraphBatch, *, per_edge: bool = False
-               ) -> jax.Array:
+  def __call__(self, batch: GraphBatch, *, per_edge: bool = False) -> jax.Array:
     """Predicts one value per graph slot.
 
     Args:
@@ -313,18 +352,30 @@ class Qm9Net(nnx.Module):
       mask them).
     """
     if per_edge:
+
       def conv(layer, h):
-        return layer(h, batch.senders, batch.receivers, batch.edge_attr,
-                     batch.edge_mask)
+        return layer(
+          h, batch.senders, batch.receivers, batch.edge_attr, batch.edge_mask
+        )
     else:
+
       def conv(layer, h):
-        return layer.typed(h, batch.senders, batch.receivers,
-                           batch.edge_type, batch.edge_table, batch.edge_mask)
+        return layer.typed(
+          h,
+          batch.senders,
+          batch.receivers,
+          batch.edge_type,
+          batch.edge_table,
+          batch.edge_mask,
+        )
+
     h = jax.nn.relu(conv(self.conv1, batch.x))
     h = jax.nn.relu(conv(self.conv2, h))
-    pooled = jax.ops.segment_sum(h * batch.node_mask[:, None],
-                                 batch.node_graph,
-                                 num_segments=batch.y.shape[0])
+    pooled = jax.ops.segment_sum(
+      h * batch.node_mask[:, None],
+      batch.node_graph,
+      num_segments=batch.y.shape[0],
+    )
     return self.head2(jax.nn.relu(self.head1(pooled)))[:, 0]
 
 

@@ -20,13 +20,16 @@ import numpy as np
 import optax
 from flax import nnx
 
-from grokfast_jax.experiments import harness
-from grokfast_jax.experiments import settings
+from grokfast_jax.experiments import harness, settings
 from grokfast_jax.experiments.qm9 import config as config_lib
 from grokfast_jax.experiments.qm9 import data as data_lib
-from grokfast_jax.experiments.qm9.model import (GraphBatch, Qm9Net,
-                                                 full_batch, gather_batch,
-                                                 masked_mse)
+from grokfast_jax.experiments.qm9.model import (
+  GraphBatch,
+  Qm9Net,
+  full_batch,
+  gather_batch,
+  masked_mse,
+)
 
 
 class TrainState(NamedTuple):
@@ -44,8 +47,11 @@ make_optimizer = settings.make_optimizer
 
 
 @functools.lru_cache(maxsize=32)
-def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                shard_batch: Callable[[Any], Any] = settings.identity):
+def make_update(
+  graphdef: nnx.GraphDef,
+  tx: optax.GradientTransformation,
+  shard_batch: Callable[[Any], Any] = settings.identity,
+):
   """The pure update of one padded minibatch.
 
   Args:
@@ -66,20 +72,27 @@ def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     return masked_mse(nnx.merge(graphdef, params)(batch), batch)
 
   def update(state: TrainState, batch: GraphBatch):
-    batch = GraphBatch(*(a if name == "edge_table" else shard_batch(a)
-                         for name, a in zip(GraphBatch._fields, batch)))
+    batch = GraphBatch(
+      *(
+        a if name == "edge_table" else shard_batch(a)
+        for name, a in zip(GraphBatch._fields, batch)
+      )
+    )
     loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return (state._replace(params=params, opt_state=opt_state),
-            {"loss": loss, "graphs": jnp.sum(batch.graph_mask)})
+    return (
+      state._replace(params=params, opt_state=opt_state),
+      {"loss": loss, "graphs": jnp.sum(batch.graph_mask)},
+    )
 
   return update
 
 
 @functools.lru_cache(maxsize=32)
-def make_train_epoch(update: Callable, n_train: int, batch_size: int,
-                     buffers: tuple[int, int]):
+def make_train_epoch(
+  update: Callable, n_train: int, batch_size: int, buffers: tuple[int, int]
+):
   """One epoch of `update`: ``train_epoch(state, epoch, data) -> (state,
   {"train_loss"})``, as :func:`settings.shuffled_epoch` but over the
   `n_train` molecules of ``data["train"]`` (a :class:`data_lib.PackedGraphs`)
@@ -100,8 +113,10 @@ def make_train_epoch(update: Callable, n_train: int, batch_size: int,
     order = jax.random.permutation(sub, n_train).astype(jnp.int32)
     order = jnp.concatenate([order, jnp.full((padding,), -1, jnp.int32)])
     (state, _), weighted = jax.lax.scan(
-        step, (state._replace(key=key), data["train"]),
-        order.reshape(updates, batch_size))
+      step,
+      (state._replace(key=key), data["train"]),
+      order.reshape(updates, batch_size),
+    )
     return state, {"train_loss": jnp.sum(weighted) / n_train}
 
   return train_epoch
@@ -117,27 +132,34 @@ def make_evaluate(graphdef: nnx.GraphDef):
     test = data["test"]
     val = masked_mse(nnx.merge(graphdef, state.params)(test), test)
     lowest = jnp.where(val < state.min_val_loss, val, state.min_val_loss)
-    return (state._replace(min_val_loss=lowest),
-            {"val_loss": val, "min_val_loss": lowest})
+    return (
+      state._replace(min_val_loss=lowest),
+      {"val_loss": val, "min_val_loss": lowest},
+    )
 
   return evaluate
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def evaluate_both(graphdef: nnx.GraphDef, params: nnx.State,
-                  train: GraphBatch, test: GraphBatch) -> jax.Array:
+def evaluate_both(
+  graphdef: nnx.GraphDef, params: nnx.State, train: GraphBatch, test: GraphBatch
+) -> jax.Array:
   """MSEs of the model on two batches (one compilation for both)."""
-  return jnp.stack([masked_mse(nnx.merge(graphdef, params)(b), b)
-                    for b in (train, test)])
+  return jnp.stack(
+    [masked_mse(nnx.merge(graphdef, params)(b), b) for b in (train, test)]
+  )
 
 
-def entry(epoch_metrics: Mapping[str, Any],
-          evals: Mapping[str, float]) -> dict[str, Any]:
+def entry(
+  epoch_metrics: Mapping[str, Any], evals: Mapping[str, float]
+) -> dict[str, Any]:
   """The task's keys of a history entry: the epoch's training loss, the test
   MSE after it and the lowest test MSE so far."""
-  return {"train_loss": float(epoch_metrics["train_loss"][-1]),
-          "val_loss": evals["val_loss"],
-          "min_val_loss": evals["min_val_loss"]}
+  return {
+    "train_loss": float(epoch_metrics["train_loss"][-1]),
+    "val_loss": evals["val_loss"],
+    "min_val_loss": evals["min_val_loss"],
+  }
 
 
 def history_epochs(epochs: int, log_every: int) -> list[int]:
@@ -166,9 +188,10 @@ def init_params(init_scale: float, seed: int) -> tuple[nnx.GraphDef, Any]:
   return graphdef, initializer(seed)[0]
 
 
-def init_state(cfg: config_lib.Qm9Config,
-               ctx: harness.Context = harness.Context(),
-               ) -> tuple[nnx.GraphDef, TrainState]:
+def init_state(
+  cfg: config_lib.Qm9Config,
+  ctx: harness.Context = harness.Context(),
+) -> tuple[nnx.GraphDef, TrainState]:
   """The model's graphdef and the initial :class:`TrainState` (seeded by
   `cfg.seed`); the params are placed by `ctx` before the optimizer state is
   made."""
@@ -180,8 +203,9 @@ def init_state(cfg: config_lib.Qm9Config,
   else:
     params = ctx.place_params(params)
     opt_state = tx.init(params)
-  return graphdef, TrainState(params, opt_state, shuffle_key,
-                              jnp.asarray(jnp.inf, jnp.float32))
+  return graphdef, TrainState(
+    params, opt_state, shuffle_key, jnp.asarray(jnp.inf, jnp.float32)
+  )
 
 
 @functools.lru_cache(maxsize=8)
@@ -193,8 +217,9 @@ def _param_initializer(init_scale: float):
     init_key, shuffle_key = settings.seed_keys(seed)
     return nnx.split(create(init_key), nnx.Param)[1], shuffle_key
 
-  graphdef, _ = nnx.split(nnx.eval_shape(lambda: create(jax.random.key(0))),
-                          nnx.Param)
+  graphdef, _ = nnx.split(
+    nnx.eval_shape(lambda: create(jax.random.key(0))), nnx.Param
+  )
   return graphdef, settings.compile_o0(initial, 0)
 
 
@@ -214,8 +239,11 @@ def _reached_target(target: float, history: list[dict[str, Any]]) -> bool:
   return history[-1].get("min_val_loss", np.inf) <= target
 
 
-def build(cfg: config_lib.Qm9Config, molecules: Sequence[data_lib.Molecule],
-          ctx: harness.Context) -> harness.Program:
+def build(
+  cfg: config_lib.Qm9Config,
+  molecules: Sequence[data_lib.Molecule],
+  ctx: harness.Context,
+) -> harness.Program:
   """The :class:`~grokfast_jax.experiments.harness.Program` of one run.
 
   The `cfg.size` molecules are split 50 / 50 by `cfg.seed`; step 0 holds the
@@ -228,12 +256,20 @@ def build(cfg: config_lib.Qm9Config, molecules: Sequence[data_lib.Molecule],
     ValueError: the number of molecules is not `cfg.size`.
   """
   if len(molecules) != cfg.size:
-    raise ValueError(f"size is {cfg.size} but {len(molecules)} molecules "
-                     "were given")
+    raise ValueError(
+      f"size is {cfg.size} but {len(molecules)} molecules were given"
+    )
   train_mols, test_mols = data_lib.split(molecules, cfg.seed)
-  data = ctx.place_data(jax.tree.map(jnp.asarray, {
-      "train": data_lib.pack(train_mols), "test": full_batch(test_mols),
-      "train_all": full_batch(train_mols)}))
+  data = ctx.place_data(
+    jax.tree.map(
+      jnp.asarray,
+      {
+        "train": data_lib.pack(train_mols),
+        "test": full_batch(test_mols),
+        "train_all": full_batch(train_mols),
+      },
+    )
+  )
   # Buffers that fit any minibatch, the last, smaller one included: one
   # compiled step serves them all (giving the last batch smaller buffers
   # saves about 15% of the run time but doubles the compilation time).
@@ -242,25 +278,36 @@ def build(cfg: config_lib.Qm9Config, molecules: Sequence[data_lib.Molecule],
   update = make_update(graphdef, make_optimizer(cfg), ctx.shard_batch)
 
   def initial_entry(state: TrainState, data: Mapping[str, Any]):
-    losses = evaluate_both(graphdef, state.params, data["train_all"],
-                           data["test"])
+    losses = evaluate_both(
+      graphdef, state.params, data["train_all"], data["test"]
+    )
     return {"train_loss": float(losses[0]), "val_loss": float(losses[1])}
 
   kept = set(history_epochs(cfg.epochs, cfg.log_every))
   if cfg.stop_at_target:
     kept.update(range(cfg.chunk_epochs, cfg.epochs, cfg.chunk_epochs))
   return harness.Program(
-      state=state, data=data,
-      train_epoch=make_train_epoch(update, cfg.n_train, cfg.batch_size,
-                                   buffers),
-      evaluate=make_evaluate(graphdef), entry=entry,
-      total_epochs=cfg.epochs, steps_per_epoch=cfg.updates_per_epoch,
-      epochs_per_eval=1, evals_per_chunk=cfg.chunk_epochs,
-      initial_eval=True, initial_entry=initial_entry,
-      should_stop=(functools.partial(_reached_target, cfg.target_mse)
-                   if cfg.stop_at_target else None),
-      keep=kept.__contains__,
-      curve_keys=("train_loss", "val_loss", "seconds"),
-      info={"n_params": settings.count_params(state.params),
-            "train_gdb_ids": [m.gdb_id for m in train_mols],
-            "test_gdb_ids": [m.gdb_id for m in test_mols]})
+    state=state,
+    data=data,
+    train_epoch=make_train_epoch(update, cfg.n_train, cfg.batch_size, buffers),
+    evaluate=make_evaluate(graphdef),
+    entry=entry,
+    total_epochs=cfg.epochs,
+    steps_per_epoch=cfg.updates_per_epoch,
+    epochs_per_eval=1,
+    evals_per_chunk=cfg.chunk_epochs,
+    initial_eval=True,
+    initial_entry=initial_entry,
+    should_stop=(
+      functools.partial(_reached_target, cfg.target_mse)
+      if cfg.stop_at_target
+      else None
+    ),
+    keep=kept.__contains__,
+    curve_keys=("train_loss", "val_loss", "seconds"),
+    info={
+      "n_params": settings.count_params(state.params),
+      "train_gdb_ids": [m.gdb_id for m in train_mols],
+      "test_gdb_ids": [m.gdb_id for m in test_mols],
+    },
+  )

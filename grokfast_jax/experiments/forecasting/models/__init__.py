@@ -25,28 +25,67 @@ from typing import Any, Mapping, Optional
 from flax import nnx
 
 from grokfast_jax.experiments.forecasting.models._parts import (
-    EncoderLayer, Forecaster, RevIN, moving_average, spectral_module)
+  EncoderLayer,
+  Forecaster,
+  RevIN,
+  moving_average,
+  spectral_module,
+)
 from grokfast_jax.experiments.forecasting.models.crossformer import Crossformer
 from grokfast_jax.experiments.forecasting.models.frets import FreTS
 from grokfast_jax.experiments.forecasting.models.linear import DLinear, RLinear
 from grokfast_jax.experiments.forecasting.models.transformer import (
-    PATCH_LEN, PATCH_STRIDE, ITransformer, PatchTST, make_patches,
-    patch_count)
+  PATCH_LEN,
+  PATCH_STRIDE,
+  ITransformer,
+  PatchTST,
+  make_patches,
+  patch_count,
+)
 
-__all__ = ["MODELS", "DLinear", "RLinear", "PatchTST", "ITransformer",
-           "FreTS", "Crossformer", "RevIN", "Forecaster", "EncoderLayer", "moving_average",
-           "spectral_module", "make_patches", "patch_count", "PATCH_LEN",
-           "PATCH_STRIDE", "make_model", "check_shapes", "transfer_params"]
+__all__ = [
+  "MODELS",
+  "PATCH_LEN",
+  "PATCH_STRIDE",
+  "Crossformer",
+  "DLinear",
+  "EncoderLayer",
+  "Forecaster",
+  "FreTS",
+  "ITransformer",
+  "PatchTST",
+  "RLinear",
+  "RevIN",
+  "check_shapes",
+  "make_model",
+  "make_patches",
+  "moving_average",
+  "patch_count",
+  "spectral_module",
+  "transfer_params",
+]
 
 # Name -> class, in the order the paper lists them.
-_CLASSES = {"dlinear": DLinear, "rlinear": RLinear, "patchtst": PatchTST,
-            "itransformer": ITransformer, "frets": FreTS,
-            "crossformer": Crossformer}
+_CLASSES = {
+  "dlinear": DLinear,
+  "rlinear": RLinear,
+  "patchtst": PatchTST,
+  "itransformer": ITransformer,
+  "frets": FreTS,
+  "crossformer": Crossformer,
+}
 MODELS = tuple(_CLASSES)
 
-def make_model(name: str, channels: int, lookback: int, horizon: int, *,
-               seed: int = 0,
-               spectral: Optional[Mapping[str, Any]] = None) -> nnx.Module:
+
+def make_model(
+  name: str,
+  channels: int,
+  lookback: int,
+  horizon: int,
+  *,
+  seed: int = 0,
+  spectral: Optional[Mapping[str, Any]] = None,
+) -> nnx.Module:
   """Builds one of MODELS with its default sizes.
 
   Args:
@@ -72,13 +111,15 @@ def check_shapes(name: str, lookback: int, horizon: int) -> None:
   if name not in MODELS:
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
   if lookback < 1 or horizon < 1:
-    raise ValueError(f"lookback and horizon must be >= 1, got {lookback}, "
-                     f"{horizon}")
-  if name == "patchtst" and patch_count(lookback, PATCH_LEN,
-                                        PATCH_STRIDE) < 1:
-    raise ValueError(f"lookback must be >= {PATCH_LEN - PATCH_STRIDE} for "
-                     f"patchtst (patch length {PATCH_LEN}, stride "
-                     f"{PATCH_STRIDE}), got {lookback}")
+    raise ValueError(
+      f"lookback and horizon must be >= 1, got {lookback}, {horizon}"
+    )
+  if name == "patchtst" and patch_count(lookback, PATCH_LEN, PATCH_STRIDE) < 1:
+    raise ValueError(
+      f"lookback must be >= {PATCH_LEN - PATCH_STRIDE} for "
+      f"patchtst (patch length {PATCH_LEN}, stride "
+      f"{PATCH_STRIDE}), got {lookback}"
+    )
 
 
 def transfer_params(source: nnx.Module, target: nnx.Module) -> None:

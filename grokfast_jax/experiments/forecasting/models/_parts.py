@@ -18,16 +18,24 @@ def moving_average(x: jax.Array, kernel: int) -> jax.Array:
   front = (kernel - 1) // 2
   back = kernel - 1 - front
   padded = jnp.concatenate(
-      [jnp.repeat(x[..., :1], front, axis=-1), x,
-       jnp.repeat(x[..., -1:], back, axis=-1)], axis=-1)
+    [
+      jnp.repeat(x[..., :1], front, axis=-1),
+      x,
+      jnp.repeat(x[..., -1:], back, axis=-1),
+    ],
+    axis=-1,
+  )
   csum = jnp.cumsum(padded, axis=-1)
   csum = jnp.concatenate([jnp.zeros_like(csum[..., :1]), csum], axis=-1)
   return (csum[..., kernel:] - csum[..., :-kernel]) / kernel
 
 
-def spectral_module(channels: int, lookback: int,
-                    spectral: Optional[Mapping[str, Any]],
-                    rngs: nnx.Rngs) -> Optional[BatchedSpectralAttention]:
+def spectral_module(
+  channels: int,
+  lookback: int,
+  spectral: Optional[Mapping[str, Any]],
+  rngs: nnx.Rngs,
+) -> Optional[BatchedSpectralAttention]:
   """The BatchedSpectralAttention on a (C, L) input window (None: none)."""
   if spectral is None:
     return None
@@ -55,8 +63,13 @@ class EncoderLayer(nnx.Module):
 
   def __init__(self, d_model: int, heads: int, d_ff: int, rngs: nnx.Rngs):
     self.attn = nnx.MultiHeadAttention(
-        num_heads=heads, in_features=d_model, qkv_features=d_model,
-        decode=False, keep_rngs=False, rngs=rngs)
+      num_heads=heads,
+      in_features=d_model,
+      qkv_features=d_model,
+      decode=False,
+      keep_rngs=False,
+      rngs=rngs,
+    )
     self.norm1 = nnx.LayerNorm(d_model, rngs=rngs)
     self.ff1 = nnx.Linear(d_model, d_ff, rngs=rngs)
     self.ff2 = nnx.Linear(d_ff, d_model, rngs=rngs)
@@ -87,16 +100,19 @@ class RevIN(nnx.Module):
     self.weight = nnx.Param(jnp.ones((channels, 1), jnp.float32))
     self.bias = nnx.Param(jnp.zeros((channels, 1), jnp.float32))
 
-  def normalize(self, x: jax.Array) -> tuple[jax.Array,
-                                              tuple[jax.Array, jax.Array]]:
+  def normalize(
+    self, x: jax.Array
+  ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """(B, C, L) windows -> (normalized windows, (mean, std) of (B, C, 1))."""
     mean = jax.lax.stop_gradient(jnp.mean(x, axis=-1, keepdims=True))
     std = jax.lax.stop_gradient(
-        jnp.sqrt(jnp.var(x, axis=-1, keepdims=True) + self.eps))
+      jnp.sqrt(jnp.var(x, axis=-1, keepdims=True) + self.eps)
+    )
     return (x - mean) / std * self.weight[...] + self.bias[...], (mean, std)
 
-  def denormalize(self, y: jax.Array,
-                  stats: tuple[jax.Array, jax.Array]) -> jax.Array:
+  def denormalize(
+    self, y: jax.Array, stats: tuple[jax.Array, jax.Array]
+  ) -> jax.Array:
     """Inverts :meth:`normalize` on (B, C, H) outputs with its `stats`."""
     mean, std = stats
     y = (y - self.bias[...]) / (self.weight[...] + self.eps * self.eps)

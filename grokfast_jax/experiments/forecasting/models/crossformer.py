@@ -12,7 +12,9 @@ import numpy as np
 from flax import nnx
 
 from grokfast_jax.experiments.forecasting.models._parts import (
-    Forecaster, spectral_module)
+  Forecaster,
+  spectral_module,
+)
 
 # Segment length and merge window, fixed in the reference's Crossformer.
 SEG_LEN = 12
@@ -24,20 +26,27 @@ _LN_EPS = 1e-5
 def _uniform(bound: float) -> Callable[..., jax.Array]:
   """Initializer drawing uniformly from [-bound, bound)."""
 
-  def init(key: jax.Array, shape: tuple[int, ...],
-           dtype: Any = jnp.float32) -> jax.Array:
+  def init(
+    key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32
+  ) -> jax.Array:
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
   return init
 
 
-def _linear(d_in: int, d_out: int, rngs: nnx.Rngs, *,
-            use_bias: bool = True) -> nnx.Linear:
+def _linear(
+  d_in: int, d_out: int, rngs: nnx.Rngs, *, use_bias: bool = True
+) -> nnx.Linear:
   """A linear map initialized like PyTorch's nn.Linear (U(+-1/sqrt(d_in)))."""
   bound = 1.0 / math.sqrt(d_in)
-  return nnx.Linear(d_in, d_out, use_bias=use_bias,
-                    kernel_init=_uniform(bound), bias_init=_uniform(bound),
-                    rngs=rngs)
+  return nnx.Linear(
+    d_in,
+    d_out,
+    use_bias=use_bias,
+    kernel_init=_uniform(bound),
+    bias_init=_uniform(bound),
+    rngs=rngs,
+  )
 
 
 def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
@@ -48,8 +57,10 @@ def sinusoid_table(n: int, dim: int) -> np.ndarray:
   """(n, dim) fixed sinusoidal position table (sin on even, cos on odd
   features, wavelengths up to 10000 * 2 pi), float32."""
   pos = np.arange(n, dtype=np.float32)[:, None]
-  freq = np.exp(np.arange(0, dim, 2, dtype=np.float32)
-                * np.float32(-math.log(10000.0) / dim))
+  freq = np.exp(
+    np.arange(0, dim, 2, dtype=np.float32)
+    * np.float32(-math.log(10000.0) / dim)
+  )
   table = np.zeros((n, dim), np.float32)
   table[:, 0::2] = np.sin(pos * freq)
   table[:, 1::2] = np.cos(pos * freq)
@@ -105,14 +116,21 @@ class _TwoStageAttention(nnx.Module):
   attention), then a feed-forward block (both post-norm residual).
   """
 
-  def __init__(self, segments: int, factor: int, d_model: int, heads: int,
-               d_ff: int, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    segments: int,
+    factor: int,
+    d_model: int,
+    heads: int,
+    d_ff: int,
+    rngs: nnx.Rngs,
+  ):
     self.time_attn = _Attention(d_model, heads, rngs)
     self.dim_sender = _Attention(d_model, heads, rngs)
     self.dim_receiver = _Attention(d_model, heads, rngs)
     self.router = nnx.Param(
-        jax.random.normal(rngs.params(), (segments, factor, d_model),
-                          jnp.float32))
+      jax.random.normal(rngs.params(), (segments, factor, d_model), jnp.float32)
+    )
     self.norm1 = _layer_norm(d_model, rngs)
     self.norm2 = _layer_norm(d_model, rngs)
     self.norm3 = _layer_norm(d_model, rngs)
@@ -145,7 +163,7 @@ class _SegmentMerge(nnx.Module):
     n = x.shape[2]
     pad = -n % self.win
     if pad:
-      x = jnp.concatenate([x, x[:, :, n - pad:]], axis=2)
+      x = jnp.concatenate([x, x[:, :, n - pad :]], axis=2)
     b, c, m, d = x.shape
     x = x.reshape(b, c, m // self.win, self.win * d)
     return self.linear(self.norm(x))
@@ -154,12 +172,24 @@ class _SegmentMerge(nnx.Module):
 class _ScaleBlock(nnx.Module):
   """An encoder scale: optional segment merging, then TSA layers."""
 
-  def __init__(self, win: int, segments: int, factor: int, d_model: int,
-               heads: int, d_ff: int, depth: int, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    win: int,
+    segments: int,
+    factor: int,
+    d_model: int,
+    heads: int,
+    d_ff: int,
+    depth: int,
+    rngs: nnx.Rngs,
+  ):
     self.merge = _SegmentMerge(d_model, win, rngs) if win > 1 else None
-    self.layers = nnx.List([
+    self.layers = nnx.List(
+      [
         _TwoStageAttention(segments, factor, d_model, heads, d_ff, rngs)
-        for _ in range(depth)])
+        for _ in range(depth)
+      ]
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     if self.merge is not None:
@@ -175,18 +205,28 @@ class _DecoderLayer(nnx.Module):
   feed-forward block of width d_model, and a linear map of each output
   segment token to `seg_len` values."""
 
-  def __init__(self, segments: int, factor: int, d_model: int, heads: int,
-               d_ff: int, seg_len: int, rngs: nnx.Rngs):
-    self.self_attn = _TwoStageAttention(segments, factor, d_model, heads,
-                                        d_ff, rngs)
+  def __init__(
+    self,
+    segments: int,
+    factor: int,
+    d_model: int,
+    heads: int,
+    d_ff: int,
+    seg_len: int,
+    rngs: nnx.Rngs,
+  ):
+    self.self_attn = _TwoStageAttention(
+      segments, factor, d_model, heads, d_ff, rngs
+    )
     self.cross_attn = _Attention(d_model, heads, rngs)
     self.norm1 = _layer_norm(d_model, rngs)
     self.norm2 = _layer_norm(d_model, rngs)
     self.mlp = _Mlp(d_model, d_model, rngs)
     self.predict = _linear(d_model, seg_len, rngs)
 
-  def __call__(self, x: jax.Array,
-               cross: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+    self, x: jax.Array, cross: jax.Array
+  ) -> tuple[jax.Array, jax.Array]:
     """(B, C, M, D) tokens, (B, C, N_i, D) scale -> (tokens, (B, C, M,
     seg_len) predictions)."""
     x = self.self_attn(x)
@@ -265,39 +305,78 @@ class Crossformer(Forecaster):
     ValueError: a look-back or horizon below 1, or bad sizes.
   """
 
-  def __init__(self, channels: int, lookback: int, horizon: int, *,
-               seg_len: int = SEG_LEN, win_size: int = WIN_SIZE,
-               factor: int = 3, d_model: int = 64, heads: int = 8,
-               d_ff: int = 256, e_layers: int = 2,
-               spectral: Optional[Mapping[str, Any]] = None,
-               rngs: nnx.Rngs):
-    for name, value in (("channels", channels), ("lookback", lookback),
-                        ("horizon", horizon), ("seg_len", seg_len),
-                        ("win_size", win_size), ("factor", factor),
-                        ("d_model", d_model), ("heads", heads),
-                        ("d_ff", d_ff), ("e_layers", e_layers)):
+  def __init__(
+    self,
+    channels: int,
+    lookback: int,
+    horizon: int,
+    *,
+    seg_len: int = SEG_LEN,
+    win_size: int = WIN_SIZE,
+    factor: int = 3,
+    d_model: int = 64,
+    heads: int = 8,
+    d_ff: int = 256,
+    e_layers: int = 2,
+    spectral: Optional[Mapping[str, Any]] = None,
+    rngs: nnx.Rngs,
+  ):
+    for name, value in (
+      ("channels", channels),
+      ("lookback", lookback),
+      ("horizon", horizon),
+      ("seg_len", seg_len),
+      ("win_size", win_size),
+      ("factor", factor),
+      ("d_model", d_model),
+      ("heads", heads),
+      ("d_ff", d_ff),
+      ("e_layers", e_layers),
+    ):
       _check_int(name, value, 1)
     if d_model % heads or d_model % 2:
-      raise ValueError(f"d_model must be even and a multiple of heads "
-                       f"({heads}), got {d_model}")
+      raise ValueError(
+        f"d_model must be even and a multiple of heads ({heads}), got {d_model}"
+      )
     self.seg_len, self.horizon, self.d_model = seg_len, horizon, d_model
     self.in_segments = -(-lookback // seg_len)
     self.out_segments = -(-horizon // seg_len)
     self.embed = _linear(seg_len, d_model, rngs, use_bias=False)
-    self.enc_pos = nnx.Param(jax.random.normal(
-        rngs.params(), (channels, self.in_segments, d_model), jnp.float32))
+    self.enc_pos = nnx.Param(
+      jax.random.normal(
+        rngs.params(), (channels, self.in_segments, d_model), jnp.float32
+      )
+    )
     self.pre_norm = _layer_norm(d_model, rngs)
     blocks = []
     for i in range(e_layers):
-      segments = -(-self.in_segments // win_size ** i)
-      blocks.append(_ScaleBlock(1 if i == 0 else win_size, segments, factor,
-                                d_model, heads, d_ff, 1, rngs))
+      segments = -(-self.in_segments // win_size**i)
+      blocks.append(
+        _ScaleBlock(
+          1 if i == 0 else win_size,
+          segments,
+          factor,
+          d_model,
+          heads,
+          d_ff,
+          1,
+          rngs,
+        )
+      )
     self.encoder = nnx.List(blocks)
-    self.dec_pos = nnx.Param(jax.random.normal(
-        rngs.params(), (channels, self.out_segments, d_model), jnp.float32))
-    self.decoder = nnx.List([
-        _DecoderLayer(self.out_segments, factor, d_model, heads, d_ff,
-                      seg_len, rngs) for _ in range(e_layers + 1)])
+    self.dec_pos = nnx.Param(
+      jax.random.normal(
+        rngs.params(), (channels, self.out_segments, d_model), jnp.float32
+      )
+    )
+    self.decoder = nnx.List(
+      [
+        _DecoderLayer(
+          self.out_segments, factor, d_model, heads, d_ff, seg_len, rngs
+        )
+        for _ in range(e_layers + 1)
+      ]
+    )
     self.spectral = spectral_module(channels, lookback, spectral, rngs)
 
   def forecast(self, x: jax.Array) -> jax.Array:
@@ -306,9 +385,11 @@ class Crossformer(Forecaster):
     if pad:
       x = jnp.concatenate([x, jnp.repeat(x[..., -1:], pad, axis=-1)], axis=-1)
     segments = x.reshape(b, c, self.in_segments, self.seg_len)
-    h = (self.embed(segments)
-         + jnp.asarray(sinusoid_table(self.in_segments, self.d_model))
-         + self.enc_pos[...])
+    h = (
+      self.embed(segments)
+      + jnp.asarray(sinusoid_table(self.in_segments, self.d_model))
+      + self.enc_pos[...]
+    )
     h = self.pre_norm(h)
     scales = [h]
     for block in self.encoder:
@@ -320,4 +401,4 @@ class Crossformer(Forecaster):
       y, predict = layer(y, cross)
       predictions.append(predict)
     total = sum(predictions[1:], predictions[0])  # (B, C, M, seg_len)
-    return total.reshape(b, c, -1)[..., -self.horizon:]
+    return total.reshape(b, c, -1)[..., -self.horizon :]

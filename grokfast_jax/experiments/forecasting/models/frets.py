@@ -67,7 +67,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from grokfast_jax.experiments.forecasting.models._parts import (
-    Forecaster, spectral_module)
+  Forecaster,
+  spectral_module,
+)
 
 # The reference's fixed settings.
 EMBED_SIZE = 128
@@ -83,8 +85,9 @@ def _torch_linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
-  return nnx.Linear(fan_in, fan_out, kernel_init=init, bias_init=init,
-                    rngs=rngs)
+  return nnx.Linear(
+    fan_in, fan_out, kernel_init=init, bias_init=init, rngs=rngs
+  )
 
 
 def softshrink(x: jax.Array, lambd: float) -> jax.Array:
@@ -92,8 +95,9 @@ def softshrink(x: jax.Array, lambd: float) -> jax.Array:
   return jnp.sign(x) * jnp.maximum(jnp.abs(x) - lambd, 0.0)
 
 
-def hermitian_irfft(real: jax.Array, imag: jax.Array, n: int,
-                    axis: int) -> jax.Array:
+def hermitian_irfft(
+  real: jax.Array, imag: jax.Array, n: int, axis: int
+) -> jax.Array:
   """Orthonormal inverse real FFT of length `n` along `axis` of the bins
   ``real + i imag`` (``n // 2 + 1`` of them), ignoring the imaginary parts
   of the zero-frequency bin and, for even `n`, of the Nyquist bin."""
@@ -102,8 +106,9 @@ def hermitian_irfft(real: jax.Array, imag: jax.Array, n: int,
   if n % 2 == 0:
     keep = keep.at[-1].set(0.0)
   keep = keep.reshape((bins,) + (1,) * (real.ndim - 1 - axis % real.ndim))
-  return jnp.fft.irfft(jax.lax.complex(real, imag * keep), n=n, axis=axis,
-                       norm="ortho")
+  return jnp.fft.irfft(
+    jax.lax.complex(real, imag * keep), n=n, axis=axis, norm="ortho"
+  )
 
 
 class FrequencyMLP(nnx.Module):
@@ -119,13 +124,13 @@ class FrequencyMLP(nnx.Module):
     rngs: NNX rngs (weights and biases 0.02 * N(0, 1)).
   """
 
-  def __init__(self, embed_size: int, *, dense: bool = False,
-               rngs: nnx.Rngs):
+  def __init__(self, embed_size: int, *, dense: bool = False, rngs: nnx.Rngs):
     self.dense = dense
 
     def draw(*shape):
-      return nnx.Param(INIT_SCALE * jax.random.normal(rngs.params(), shape,
-                                                      jnp.float32))
+      return nnx.Param(
+        INIT_SCALE * jax.random.normal(rngs.params(), shape, jnp.float32)
+      )
 
     # Drawn in the reference's order: r, i, rb, ib.
     self.r = draw(embed_size, embed_size)
@@ -138,7 +143,7 @@ class FrequencyMLP(nnx.Module):
     spec = jnp.fft.rfft(x, axis=axis, norm="ortho")
     if self.dense:
       r, i = self.r[...], self.i[...]
-      mul = lambda v, w: v @ w  # noqa: E731
+      mul = lambda v, w: v @ w
     else:
       r, i = jnp.diagonal(self.r[...]), jnp.diagonal(self.i[...])
       mul = jnp.multiply
@@ -167,21 +172,37 @@ class FreTS(Forecaster):
       (the BSA filters the raw window).
   """
 
-  def __init__(self, channels: int, lookback: int, horizon: int, *,
-               embed_size: int = EMBED_SIZE, hidden_size: int = HIDDEN_SIZE,
-               channel_mixing: bool = False, dense: bool = False,
-               spectral: Optional[Mapping[str, Any]] = None,
-               rngs: nnx.Rngs):
-    for name, value in (("channels", channels), ("lookback", lookback),
-                        ("horizon", horizon), ("embed_size", embed_size),
-                        ("hidden_size", hidden_size)):
+  def __init__(
+    self,
+    channels: int,
+    lookback: int,
+    horizon: int,
+    *,
+    embed_size: int = EMBED_SIZE,
+    hidden_size: int = HIDDEN_SIZE,
+    channel_mixing: bool = False,
+    dense: bool = False,
+    spectral: Optional[Mapping[str, Any]] = None,
+    rngs: nnx.Rngs,
+  ):
+    for name, value in (
+      ("channels", channels),
+      ("lookback", lookback),
+      ("horizon", horizon),
+      ("embed_size", embed_size),
+      ("hidden_size", hidden_size),
+    ):
       if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     self.embed_size = embed_size
-    self.embeddings = nnx.Param(jax.random.normal(
-        rngs.params(), (1, embed_size), jnp.float32))
-    self.channel = (FrequencyMLP(embed_size, dense=dense, rngs=rngs)
-                    if channel_mixing else None)
+    self.embeddings = nnx.Param(
+      jax.random.normal(rngs.params(), (1, embed_size), jnp.float32)
+    )
+    self.channel = (
+      FrequencyMLP(embed_size, dense=dense, rngs=rngs)
+      if channel_mixing
+      else None
+    )
     self.temporal = FrequencyMLP(embed_size, dense=dense, rngs=rngs)
     self.fc1 = _torch_linear(lookback * embed_size, hidden_size, rngs)
     self.fc2 = _torch_linear(hidden_size, horizon, rngs)

@@ -8,7 +8,11 @@ import jax
 from flax import nnx
 
 from grokfast_jax.experiments.forecasting.models._parts import (
-    Forecaster, RevIN, moving_average, spectral_module)
+  Forecaster,
+  RevIN,
+  moving_average,
+  spectral_module,
+)
 
 
 class DLinear(Forecaster):
@@ -19,10 +23,16 @@ class DLinear(Forecaster):
     channels, lookback, horizon, spectral, rngs: see the module docstring.
   """
 
-  def __init__(self, channels: int, lookback: int, horizon: int, *,
-               kernel: int = 25,
-               spectral: Optional[Mapping[str, Any]] = None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    channels: int,
+    lookback: int,
+    horizon: int,
+    *,
+    kernel: int = 25,
+    spectral: Optional[Mapping[str, Any]] = None,
+    rngs: nnx.Rngs,
+  ):
     self.kernel = kernel
     init = nnx.initializers.constant(1.0 / lookback)
     self.seasonal = nnx.Linear(lookback, horizon, kernel_init=init, rngs=rngs)
@@ -42,9 +52,15 @@ class RLinear(Forecaster):
   the module docstring (the BSA filters the raw window, before RevIN).
   """
 
-  def __init__(self, channels: int, lookback: int, horizon: int, *,
-               spectral: Optional[Mapping[str, Any]] = None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    channels: int,
+    lookback: int,
+    horizon: int,
+    *,
+    spectral: Optional[Mapping[str, Any]] = None,
+    rngs: nnx.Rngs,
+  ):
     self.revin = RevIN(channels)
     self.linear = nnx.Linear(lookback, horizon, rngs=rngs)
     self.spectral = spectral_module(channels, lookback, spectral, rngs)

@@ -10,7 +10,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from grokfast_jax.experiments.forecasting.models._parts import (
-    EncoderLayer, Forecaster, RevIN, spectral_module)
+  EncoderLayer,
+  Forecaster,
+  RevIN,
+  spectral_module,
+)
 
 # PatchTST's patching (the paper's setting).
 PATCH_LEN = 16
@@ -31,14 +35,23 @@ class ITransformer(nnx.Module):
       (the BSA filters the normalized window).
   """
 
-  def __init__(self, channels: int, lookback: int, horizon: int, *,
-               d_model: int = 64, heads: int = 4, d_ff: int = 128,
-               layers: int = 2,
-               spectral: Optional[Mapping[str, Any]] = None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    channels: int,
+    lookback: int,
+    horizon: int,
+    *,
+    d_model: int = 64,
+    heads: int = 4,
+    d_ff: int = 128,
+    layers: int = 2,
+    spectral: Optional[Mapping[str, Any]] = None,
+    rngs: nnx.Rngs,
+  ):
     self.embed = nnx.Linear(lookback, d_model, rngs=rngs)
-    self.layers = nnx.List([EncoderLayer(d_model, heads, d_ff, rngs)
-                            for _ in range(layers)])
+    self.layers = nnx.List(
+      [EncoderLayer(d_model, heads, d_ff, rngs) for _ in range(layers)]
+    )
     self.norm = nnx.LayerNorm(d_model, rngs=rngs)
     self.head = nnx.Linear(d_model, horizon, rngs=rngs)
     self.spectral = spectral_module(channels, lookback, spectral, rngs)
@@ -101,27 +114,41 @@ class PatchTST(Forecaster):
     ValueError: a look-back too short for one patch.
   """
 
-  def __init__(self, channels: int, lookback: int, horizon: int, *,
-               patch_len: int = PATCH_LEN, stride: int = PATCH_STRIDE,
-               d_model: int = 16,
-               heads: int = 4, d_ff: int = 128, layers: int = 3,
-               spectral: Optional[Mapping[str, Any]] = None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    channels: int,
+    lookback: int,
+    horizon: int,
+    *,
+    patch_len: int = PATCH_LEN,
+    stride: int = PATCH_STRIDE,
+    d_model: int = 16,
+    heads: int = 4,
+    d_ff: int = 128,
+    layers: int = 3,
+    spectral: Optional[Mapping[str, Any]] = None,
+    rngs: nnx.Rngs,
+  ):
     if stride < 1 or patch_len < 1:
-      raise ValueError(f"patch_len and stride must be >= 1, got {patch_len}, "
-                       f"{stride}")
+      raise ValueError(
+        f"patch_len and stride must be >= 1, got {patch_len}, {stride}"
+      )
     n = patch_count(lookback, patch_len, stride)
     if n < 1:
-      raise ValueError(f"lookback must be >= patch_len - stride = "
-                       f"{patch_len - stride} for PatchTST (patch_len "
-                       f"{patch_len}, stride {stride}), got {lookback}")
+      raise ValueError(
+        f"lookback must be >= patch_len - stride = "
+        f"{patch_len - stride} for PatchTST (patch_len "
+        f"{patch_len}, stride {stride}), got {lookback}"
+      )
     self.patch_len, self.stride, self.n_patches = patch_len, stride, n
     self.revin = RevIN(channels)
     self.embed = nnx.Linear(patch_len, d_model, rngs=rngs)
-    self.pos = nnx.Param(jax.random.uniform(rngs.params(), (n, d_model),
-                                            jnp.float32, -0.02, 0.02))
-    self.layers = nnx.List([EncoderLayer(d_model, heads, d_ff, rngs)
-                            for _ in range(layers)])
+    self.pos = nnx.Param(
+      jax.random.uniform(rngs.params(), (n, d_model), jnp.float32, -0.02, 0.02)
+    )
+    self.layers = nnx.List(
+      [EncoderLayer(d_model, heads, d_ff, rngs) for _ in range(layers)]
+    )
     self.head = nnx.Linear(n * d_model, horizon, rngs=rngs)
     self.spectral = spectral_module(channels, lookback, spectral, rngs)
 
