@@ -1,8 +1,9 @@
 """Long-term time-series forecasting with Batched Spectral Attention (BSA).
 
-Base forecasters (DLinear, RLinear, PatchTST, a small iTransformer, FreTS)
-are trained on shuffled sliding windows, then fine-tuned with BSA on their
-input over consecutive, unshuffled windows, as in Kang et al. (NeurIPS 2024).
+Base forecasters (DLinear, RLinear, PatchTST, a small iTransformer, FreTS,
+Crossformer, TimesNet) are trained on shuffled sliding windows, then
+fine-tuned with BSA on their input over consecutive, unshuffled windows, as
+in Kang et al. (NeurIPS 2024).
 
 Modules: `config` (the run's settings, also the command's flags), `data`
 (CSV loaders, chronological split, window batches), `models` (the

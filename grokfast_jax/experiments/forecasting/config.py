@@ -98,8 +98,8 @@ class ForecastConfig:
   `ft_lr_base`; each stage keeps its epoch of best validation MSE.
 
   Attributes:
-    model: one of MODELS ("dlinear", "rlinear", "patchtst", "itransformer",
-      "frets").
+    model: one of MODELS (the paper's seven: "dlinear", "rlinear",
+      "frets", "timesnet", "itransformer", "crossformer", "patchtst").
     lookback: input length L.
     horizon: forecast length H.
     split: "ratio" (chronological `ratios`) or "ett" (12/4/4 months).

@@ -1,12 +1,14 @@
 """Forecasters for the Spectral Attention experiments.
 
-DLinear, RLinear, PatchTST, a small iTransformer, FreTS and Crossformer.
+DLinear, RLinear, PatchTST, a small iTransformer, FreTS, Crossformer and
+TimesNet.
 All map input windows (B, C, L) to forecasts (B, C, H) and can carry a
 :class:`~grokfast_jax.spectral_attention.BatchedSpectralAttention` on their
 (C, L) input: as in the BSA reference, on the raw window for DLinear (and for
-FreTS and Crossformer, which have no input normalization) and on the instance-normalized window
-for the iTransformer; for RLinear and PatchTST (our choice) on the raw window
-in front of the model, before RevIN, whose statistics are then those of the
+FreTS and Crossformer, which have no input normalization) and on the
+instance-normalized window for the iTransformer (and for TimesNet, which
+normalizes its input the same way); for RLinear and PatchTST (our choice) on
+the raw window in front of the model, before RevIN, whose statistics are then those of the
 filtered window, so that the BSA can move the level of the forecast as it does
 for DLinear. The BSA starts as the identity, so a model built with it and
 loaded with a base model's parameters (:func:`transfer_params`) predicts
@@ -34,6 +36,10 @@ from grokfast_jax.experiments.forecasting.models._parts import (
 from grokfast_jax.experiments.forecasting.models.crossformer import Crossformer
 from grokfast_jax.experiments.forecasting.models.frets import FreTS
 from grokfast_jax.experiments.forecasting.models.linear import DLinear, RLinear
+from grokfast_jax.experiments.forecasting.models.timesnet import (
+  TOP_K,
+  TimesNet,
+)
 from grokfast_jax.experiments.forecasting.models.transformer import (
   PATCH_LEN,
   PATCH_STRIDE,
@@ -56,6 +62,7 @@ __all__ = [
   "PatchTST",
   "RLinear",
   "RevIN",
+  "TimesNet",
   "check_shapes",
   "make_model",
   "make_patches",
@@ -69,10 +76,11 @@ __all__ = [
 _CLASSES = {
   "dlinear": DLinear,
   "rlinear": RLinear,
-  "patchtst": PatchTST,
-  "itransformer": ITransformer,
   "frets": FreTS,
+  "timesnet": TimesNet,
+  "itransformer": ITransformer,
   "crossformer": Crossformer,
+  "patchtst": PatchTST,
 }
 MODELS = tuple(_CLASSES)
 
@@ -119,6 +127,12 @@ def check_shapes(name: str, lookback: int, horizon: int) -> None:
       f"lookback must be >= {PATCH_LEN - PATCH_STRIDE} for "
       f"patchtst (patch length {PATCH_LEN}, stride "
       f"{PATCH_STRIDE}), got {lookback}"
+    )
+  if name == "timesnet" and lookback + horizon < 2 * TOP_K:
+    raise ValueError(
+      f"lookback + horizon must be >= {2 * TOP_K} for timesnet (its "
+      f"{TOP_K} periods come from the non-zero frequencies of the "
+      f"lookback + horizon steps), got {lookback} + {horizon}"
     )
 
 
