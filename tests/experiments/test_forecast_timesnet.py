@@ -29,7 +29,7 @@ def test_period_branches_group_the_frequencies_by_period():
 
 
 def test_positional_embedding_sine_and_cosine():
-  pe = timesnet.positional_embedding(5, 4)
+  pe = timesnet.sinusoid_table(5, 4)
   assert pe.dtype == np.float32 and pe.shape == (5, 4)
   t = np.arange(5)
   np.testing.assert_allclose(pe[:, 0], np.sin(t), atol=1e-6)

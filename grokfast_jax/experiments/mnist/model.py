@@ -38,13 +38,23 @@ def torch_linear_init(fan_in: int, scale: float = 1.0) -> nnx.Initializer:
 
 
 def torch_linear(
-  fan_in: int, fan_out: int, scale: float, rngs: nnx.Rngs
+  fan_in: int,
+  fan_out: int,
+  scale: float,
+  rngs: nnx.Rngs,
+  *,
+  use_bias: bool = True,
 ) -> nnx.Linear:
   """An ``nnx.Linear`` whose weight and bias take PyTorch's default
   ``nn.Linear`` initialization times `scale` (:func:`torch_linear_init`)."""
   init = torch_linear_init(fan_in, scale)
   return nnx.Linear(
-    fan_in, fan_out, kernel_init=init, bias_init=init, rngs=rngs
+    fan_in,
+    fan_out,
+    use_bias=use_bias,
+    kernel_init=init,
+    bias_init=init,
+    rngs=rngs,
   )
 
 

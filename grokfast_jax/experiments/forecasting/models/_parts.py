@@ -4,10 +4,13 @@ encoder layer."""
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from grokfast_jax.spectral_attention import BatchedSpectralAttention
@@ -117,3 +120,32 @@ class RevIN(nnx.Module):
     mean, std = stats
     y = (y - self.bias[...]) / (self.weight[...] + self.eps * self.eps)
     return y * std + mean
+
+
+@functools.cache
+def sinusoid_table(n: int, dim: int) -> np.ndarray:
+  """The fixed sinusoidal position table (n, dim), float32: sine on the even
+  features, cosine on the odd ones, wavelengths 2 pi 10000^(2i/dim); cached
+  and read-only."""
+  pos = np.arange(n, dtype=np.float32)[:, None]
+  freq = np.exp(
+    np.arange(0, dim, 2, dtype=np.float32)
+    * np.float32(-math.log(10000.0) / dim)
+  )
+  table = np.zeros((n, dim), np.float32)
+  table[:, 0::2] = np.sin(pos * freq)
+  table[:, 1::2] = np.cos(pos * freq)
+  table.flags.writeable = False  # cached
+  return table
+
+
+def instance_normalize(
+  x: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(B, C, L) windows -> (normalized windows, mean, std), each channel of
+  each window z-scored over time: the mean without gradient, the std
+  ``sqrt(var + 1e-5)`` (population variance) with it; no affine map."""
+  mean = jax.lax.stop_gradient(jnp.mean(x, axis=-1, keepdims=True))
+  x = x - mean
+  std = jnp.sqrt(jnp.var(x, axis=-1, keepdims=True) + 1e-5)
+  return x / std, mean, std

@@ -4,17 +4,18 @@ and channels in a hierarchical encoder-decoder."""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from grokfast_jax.experiments.forecasting.models._parts import (
   Forecaster,
+  sinusoid_table,
   spectral_module,
 )
+from grokfast_jax.experiments.mnist.model import torch_linear
 
 # Segment length and merge window, fixed in the reference's Crossformer.
 SEG_LEN = 12
@@ -23,48 +24,8 @@ WIN_SIZE = 2
 _LN_EPS = 1e-5
 
 
-def _uniform(bound: float) -> Callable[..., jax.Array]:
-  """Initializer drawing uniformly from [-bound, bound)."""
-
-  def init(
-    key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32
-  ) -> jax.Array:
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-def _linear(
-  d_in: int, d_out: int, rngs: nnx.Rngs, *, use_bias: bool = True
-) -> nnx.Linear:
-  """A linear map initialized like PyTorch's nn.Linear (U(+-1/sqrt(d_in)))."""
-  bound = 1.0 / math.sqrt(d_in)
-  return nnx.Linear(
-    d_in,
-    d_out,
-    use_bias=use_bias,
-    kernel_init=_uniform(bound),
-    bias_init=_uniform(bound),
-    rngs=rngs,
-  )
-
-
 def _layer_norm(dim: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
   return nnx.LayerNorm(dim, epsilon=_LN_EPS, rngs=rngs)
-
-
-def sinusoid_table(n: int, dim: int) -> np.ndarray:
-  """(n, dim) fixed sinusoidal position table (sin on even, cos on odd
-  features, wavelengths up to 10000 * 2 pi), float32."""
-  pos = np.arange(n, dtype=np.float32)[:, None]
-  freq = np.exp(
-    np.arange(0, dim, 2, dtype=np.float32)
-    * np.float32(-math.log(10000.0) / dim)
-  )
-  table = np.zeros((n, dim), np.float32)
-  table[:, 0::2] = np.sin(pos * freq)
-  table[:, 1::2] = np.cos(pos * freq)
-  return table
 
 
 class _Attention(nnx.Module):
@@ -77,10 +38,10 @@ class _Attention(nnx.Module):
 
   def __init__(self, d_model: int, heads: int, rngs: nnx.Rngs):
     self.heads = heads
-    self.query = _linear(d_model, d_model, rngs)
-    self.key = _linear(d_model, d_model, rngs)
-    self.value = _linear(d_model, d_model, rngs)
-    self.out = _linear(d_model, d_model, rngs)
+    self.query = torch_linear(d_model, d_model, 1.0, rngs)
+    self.key = torch_linear(d_model, d_model, 1.0, rngs)
+    self.value = torch_linear(d_model, d_model, 1.0, rngs)
+    self.out = torch_linear(d_model, d_model, 1.0, rngs)
 
   def __call__(self, q: jax.Array, kv: jax.Array) -> jax.Array:
     """(..., Lq, D) queries, (..., Lk, D) keys/values -> (..., Lq, D)."""
@@ -99,8 +60,8 @@ class _Mlp(nnx.Module):
   """Linear, exact (erf) GELU, linear."""
 
   def __init__(self, d_model: int, hidden: int, rngs: nnx.Rngs):
-    self.fc1 = _linear(d_model, hidden, rngs)
-    self.fc2 = _linear(hidden, d_model, rngs)
+    self.fc1 = torch_linear(d_model, hidden, 1.0, rngs)
+    self.fc2 = torch_linear(hidden, d_model, 1.0, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
@@ -157,7 +118,7 @@ class _SegmentMerge(nnx.Module):
   def __init__(self, d_model: int, win: int, rngs: nnx.Rngs):
     self.win = win
     self.norm = _layer_norm(win * d_model, rngs)
-    self.linear = _linear(win * d_model, d_model, rngs)
+    self.linear = torch_linear(win * d_model, d_model, 1.0, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     n = x.shape[2]
@@ -222,7 +183,7 @@ class _DecoderLayer(nnx.Module):
     self.norm1 = _layer_norm(d_model, rngs)
     self.norm2 = _layer_norm(d_model, rngs)
     self.mlp = _Mlp(d_model, d_model, rngs)
-    self.predict = _linear(d_model, seg_len, rngs)
+    self.predict = torch_linear(d_model, seg_len, 1.0, rngs)
 
   def __call__(
     self, x: jax.Array, cross: jax.Array
@@ -341,7 +302,7 @@ class Crossformer(Forecaster):
     self.seg_len, self.horizon, self.d_model = seg_len, horizon, d_model
     self.in_segments = -(-lookback // seg_len)
     self.out_segments = -(-horizon // seg_len)
-    self.embed = _linear(seg_len, d_model, rngs, use_bias=False)
+    self.embed = torch_linear(seg_len, d_model, 1.0, rngs, use_bias=False)
     self.enc_pos = nnx.Param(
       jax.random.normal(
         rngs.params(), (channels, self.in_segments, d_model), jnp.float32

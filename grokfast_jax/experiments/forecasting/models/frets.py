@@ -59,7 +59,6 @@ FreTS has no input normalization: the optional BSA filters the raw window
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Optional
 
 import jax
@@ -70,24 +69,13 @@ from grokfast_jax.experiments.forecasting.models._parts import (
   Forecaster,
   spectral_module,
 )
+from grokfast_jax.experiments.mnist.model import torch_linear
 
 # The reference's fixed settings.
 EMBED_SIZE = 128
 HIDDEN_SIZE = 256
 SPARSITY_THRESHOLD = 0.01
 INIT_SCALE = 0.02
-
-
-def _torch_linear(fan_in: int, fan_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-  """An nnx.Linear with PyTorch's default init: U(+-1/sqrt(fan_in))."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return nnx.Linear(
-    fan_in, fan_out, kernel_init=init, bias_init=init, rngs=rngs
-  )
 
 
 def softshrink(x: jax.Array, lambd: float) -> jax.Array:
@@ -204,8 +192,8 @@ class FreTS(Forecaster):
       else None
     )
     self.temporal = FrequencyMLP(embed_size, dense=dense, rngs=rngs)
-    self.fc1 = _torch_linear(lookback * embed_size, hidden_size, rngs)
-    self.fc2 = _torch_linear(hidden_size, horizon, rngs)
+    self.fc1 = torch_linear(lookback * embed_size, hidden_size, 1.0, rngs)
+    self.fc2 = torch_linear(hidden_size, horizon, 1.0, rngs)
     self.spectral = spectral_module(channels, lookback, spectral, rngs)
 
   def forecast(self, x: jax.Array) -> jax.Array:

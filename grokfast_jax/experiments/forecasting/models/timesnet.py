@@ -69,7 +69,6 @@ top_k 5, 2 layers, 6 kernels).
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Mapping, Optional
 
 import jax
@@ -77,7 +76,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from grokfast_jax.experiments.forecasting.models._parts import spectral_module
+from grokfast_jax.experiments.forecasting.models._parts import (
+  instance_normalize,
+  sinusoid_table,
+  spectral_module,
+)
 from grokfast_jax.experiments.mnist.model import torch_linear
 
 # Time-Series-Library's ETTh1 TimesNet setting.
@@ -86,22 +89,6 @@ D_FF = 32
 TOP_K = 5
 LAYERS = 2
 NUM_KERNELS = 6
-
-
-@functools.cache
-def positional_embedding(length: int, d_model: int) -> np.ndarray:
-  """The fixed sinusoidal embedding (length, d_model), float32: sine on the
-  even features, cosine on the odd ones, wavelengths 2 pi 10000^(2i/d)."""
-  position = np.arange(length, dtype=np.float32)[:, None]
-  div = np.exp(
-    np.arange(0, d_model, 2, dtype=np.float32)
-    * np.float32(-math.log(10000.0) / d_model)
-  )
-  pe = np.zeros((length, d_model), np.float32)
-  pe[:, 0::2] = np.sin(position * div)
-  pe[:, 1::2] = np.cos(position * div)
-  pe.flags.writeable = False  # cached
-  return pe
 
 
 @functools.cache
@@ -353,14 +340,11 @@ class TimesNet(nnx.Module):
       [jnp.roll(x, 1, axis=1), x, jnp.roll(x, -1, axis=1)], axis=2
     )  # (B, L, 3, C): circular padding
     tokens = jnp.einsum("bljc,jcd->bld", taps, self.token[...])
-    return tokens + positional_embedding(x.shape[1], self.d_model)
+    return tokens + sinusoid_table(x.shape[1], self.d_model)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """(B, C, L) windows -> (B, C, H) forecasts."""
-    mean = jax.lax.stop_gradient(jnp.mean(x, axis=-1, keepdims=True))
-    x = x - mean
-    std = jnp.sqrt(jnp.var(x, axis=-1, keepdims=True) + 1e-5)
-    x = x / std
+    x, mean, std = instance_normalize(x)
     if self.spectral is not None:
       x = self.spectral(x)
     h = self.embed(jnp.swapaxes(x, 1, 2))  # (B, L, D)

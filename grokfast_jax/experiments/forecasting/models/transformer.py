@@ -13,6 +13,7 @@ from grokfast_jax.experiments.forecasting.models._parts import (
   EncoderLayer,
   Forecaster,
   RevIN,
+  instance_normalize,
   spectral_module,
 )
 
@@ -58,10 +59,7 @@ class ITransformer(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """(B, C, L) windows -> (B, C, H) forecasts."""
-    mean = jax.lax.stop_gradient(jnp.mean(x, axis=-1, keepdims=True))
-    x = x - mean
-    std = jnp.sqrt(jnp.var(x, axis=-1, keepdims=True) + 1e-5)
-    x = x / std
+    x, mean, std = instance_normalize(x)
     if self.spectral is not None:
       x = self.spectral(x)
     h = self.embed(x)
