@@ -13,13 +13,16 @@ from typing import Any, Callable, Optional, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 
-ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
+ScalarOrSchedule = Union[
+  float, jax.Array, Callable[[jax.typing.ArrayLike], jax.typing.ArrayLike]
+]
 
 
 def _concrete_float(value: Any) -> Optional[float]:
   """`value` as a Python float, or None for a schedule or a traced value."""
-  if callable(value) or isinstance(value, jax.core.Tracer):
+  if callable(value) or isinstance(value, Tracer):
     return None
   try:
     arr = np.asarray(value)
@@ -63,7 +66,7 @@ def check_in_range(
 
 def static_positive_int(name: str, value: Any) -> int:
   """`value` as a Python int >= 1, or a ValueError naming `name`."""
-  if isinstance(value, jax.core.Tracer):
+  if isinstance(value, Tracer):
     raise ValueError(
       f"{name} sets the shape of the filter state and must be a static Python "
       f"int >= 1, got a traced value; with optax.inject_hyperparams pass "
@@ -82,7 +85,9 @@ def static_positive_int(name: str, value: Any) -> int:
   return int(value)
 
 
-def hyperparam(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
+def hyperparam(
+  value: ScalarOrSchedule, count: jax.typing.ArrayLike
+) -> jax.typing.ArrayLike:
   """The value of a float-or-schedule hyperparameter at step `count`."""
   return value(count) if callable(value) else value
 
@@ -126,7 +131,7 @@ def zeros_state(
   if not lead:
     return jnp.zeros_like(param, dtype=dtype)  # keeps param's sharding
   sharding = None
-  if isinstance(param, jax.Array) and not isinstance(param, jax.core.Tracer):
+  if isinstance(param, jax.Array) and not isinstance(param, Tracer):
     sharding = param.sharding
     if isinstance(sharding, jax.sharding.NamedSharding):
       spec = jax.sharding.PartitionSpec(*(None,) * len(lead), *sharding.spec)

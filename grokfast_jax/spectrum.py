@@ -13,11 +13,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy.typing as npt
 import optax
 
 from grokfast_jax import _common
@@ -53,7 +54,7 @@ class RecordGradientsState(NamedTuple):
       (:class:`SampledCoordinates`).
   """
 
-  count: jax.Array
+  count: jax.typing.ArrayLike
   written: jax.Array
   buffer: jax.Array
   coords: SampledCoordinates
@@ -184,7 +185,12 @@ def record_gradients(
       coords=coords,
     )
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  # The state holds static data (`SampledCoordinates`, a pytree node without
+  # leaves), which optax's `OptState` annotation does not admit.
+  return optax.GradientTransformationExtraArgs(
+    init_fn,  # pyright: ignore[reportArgumentType]
+    update_fn,  # pyright: ignore[reportArgumentType]
+  )
 
 
 def gradient_history(state: RecordGradientsState) -> np.ndarray:
@@ -264,9 +270,7 @@ def plot_spectrum(
   power: Any,
   path: Union[str, os.PathLike],
   *,
-  filters: Optional[
-    Mapping[str, tuple[Sequence[float], Sequence[float]]]
-  ] = None,
+  filters: Optional[Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]]] = None,
   title: str = "gradient power spectrum",
 ) -> Path:
   """Plots a gradient power spectrum with filters' power gains over it.
@@ -318,7 +322,7 @@ def plot_spectrum(
   ax.grid(True, which="both", alpha=0.3)
   ax.set_title(title)
   ax.legend(
-    lines, [ln.get_label() for ln in lines], loc="best", fontsize="small"
+    lines, [str(ln.get_label()) for ln in lines], loc="best", fontsize="small"
   )
   fig.tight_layout()
   fig.savefig(path, dpi=120)

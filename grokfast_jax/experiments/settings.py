@@ -23,6 +23,7 @@ from typing import (
   NamedTuple,
   Optional,
   Sequence,
+  cast,
 )
 
 import jax
@@ -180,11 +181,12 @@ def is_paper_setting(cfg: Any, paper: Any, free: Sequence[str]) -> bool:
   return all(mine[k] == theirs[k] for k in mine if k not in free)
 
 
-def require_data(cfg: Any, what: str) -> None:
-  """Raises ``ValueError("--data is required: <what>")`` if `cfg.data` is
-  None."""
+def require_data(cfg: Any, what: str) -> str:
+  """`cfg.data`; raises ``ValueError("--data is required: <what>")`` if it
+  is None."""
   if cfg.data is None:
     raise ValueError(f"--data is required: {what}")
+  return cfg.data
 
 
 def run_name(filter: str) -> str:
@@ -216,6 +218,13 @@ class FilterSettingsMixin:
     {'filter': 'none', 'weight_decay': 0.01, 'seed': 1}
   """
 
+  # Supplied by the dataclass that derives from the mixin.
+  filter: str
+  alpha: float
+  lamb: float
+  window_size: int
+  weight_decay: float
+
   @property
   def run_name(self) -> str:
     """A short label: "baseline", "grokfast-ema" or "grokfast-ma"."""
@@ -234,7 +243,7 @@ class FilterSettingsMixin:
   def filter_settings_dict(self, **extra: Any) -> dict[str, Any]:
     """The dataclass's fields as a dict without the filter knobs its filter
     does not use, updated by `extra` (replaced keys keep their place)."""
-    d = dataclasses.asdict(self)
+    d = dataclasses.asdict(cast(Any, self))
     for name in _UNUSED_KNOBS[self.filter]:
       del d[name]
     d.update(extra)
@@ -271,6 +280,8 @@ def grokfast_filter(
   if filter == "ema":
     return gj.grokfast_ema(alpha=alpha, lamb=lamb)
   if filter == "ma":
+    if window_size is None:
+      raise ValueError("window_size is required with filter 'ma'")
     return gj.grokfast_ma(window_size=window_size, lamb=lamb)
   return None
 
@@ -386,12 +397,11 @@ def reached(
   return last["step"] > 0 and last[key] >= mark
 
 
+_UNOPTIMIZED: dict[str, Any] = {"xla_backend_optimization_level": 0}
+
+
 def compile_o0(fn: Callable, *args: Any) -> Any:
   """``jit(fn)`` for `args`, compiled without optimization: the same values
   as eager execution, for a run-once graph (an initialization) whose
   optimization costs more than it saves."""
-  return (
-    jax.jit(fn)
-    .lower(*args)
-    .compile(compiler_options={"xla_backend_optimization_level": 0})
-  )
+  return jax.jit(fn).lower(*args).compile(compiler_options=_UNOPTIMIZED)

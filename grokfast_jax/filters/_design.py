@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 
 def _as_coefficients(name: str, value: Any) -> np.ndarray:
@@ -43,7 +44,7 @@ def _as_coefficients(name: str, value: Any) -> np.ndarray:
 
 
 def normalize_coefficients(
-  b: Sequence[float], a: Sequence[float], *, check_stable: bool = True
+  b: npt.ArrayLike, a: npt.ArrayLike, *, check_stable: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
   """Validated ``(b, a)`` divided by ``a[0]`` and zero-padded to one length.
 
@@ -61,27 +62,29 @@ def normalize_coefficients(
       filter (a pole on or outside the unit circle); the message names the
       argument.
   """
-  b = _as_coefficients("b", b)
-  a = _as_coefficients("a", a)
-  if a[0] == 0.0:
-    raise ValueError(f"a[0] must be nonzero, got a = {a.tolist()}")
-  b, a = b / a[0], a / a[0]
-  if not np.all(np.isfinite(b)) or not np.all(np.isfinite(a)):
-    raise ValueError(f"a[0] is too small to normalize by, got a = {a.tolist()}")
+  b_raw = _as_coefficients("b", b)
+  a_raw = _as_coefficients("a", a)
+  if a_raw[0] == 0.0:
+    raise ValueError(f"a[0] must be nonzero, got a = {a_raw.tolist()}")
+  b_n, a_n = b_raw / a_raw[0], a_raw / a_raw[0]
+  if not np.all(np.isfinite(b_n)) or not np.all(np.isfinite(a_n)):
+    raise ValueError(
+      f"a[0] is too small to normalize by, got a = {a_n.tolist()}"
+    )
   poles = (
-    np.roots(a) if check_stable and np.any(a[1:] != 0.0) else (np.zeros(0))
+    np.roots(a_n) if check_stable and np.any(a_n[1:] != 0.0) else (np.zeros(0))
   )
   if poles.size and np.max(np.abs(poles)) >= 1.0:
     raise ValueError(
       f"a must give a stable filter (all poles strictly inside the unit "
-      f"circle), got a = {a.tolist()} with pole magnitudes "
+      f"circle), got a = {a_n.tolist()} with pole magnitudes "
       f"{np.abs(poles).round(6).tolist()}"
     )
-  n = max(len(a), len(b))
-  return np.pad(b, (0, n - len(b))), np.pad(a, (0, n - len(a)))
+  n = max(len(a_n), len(b_n))
+  return np.pad(b_n, (0, n - len(b_n))), np.pad(a_n, (0, n - len(a_n)))
 
 
-def lfilter_zi(b: Sequence[float], a: Sequence[float]) -> np.ndarray:
+def lfilter_zi(b: npt.ArrayLike, a: npt.ArrayLike) -> np.ndarray:
   r"""Initial delay state of the steady-state response to a unit step.
 
   As :func:`scipy.signal.lfilter_zi`: the direct-form-II-transposed state
@@ -103,14 +106,15 @@ def lfilter_zi(b: Sequence[float], a: Sequence[float]) -> np.ndarray:
     >>> gj.lfilter_zi([0.1], [1.0, -0.9])
     array([0.9])
   """
-  b, a = normalize_coefficients(b, a)
-  n = len(a)
+  b_n, a_n = normalize_coefficients(b, a)
+  n = len(a_n)
   if n == 1:
     return np.zeros(0)
   companion = np.zeros((n - 1, n - 1))
-  companion[0] = -a[1:]
+  companion[0] = -a_n[1:]
   companion[np.arange(1, n - 1), np.arange(n - 2)] = 1.0
-  return np.linalg.solve(np.eye(n - 1) - companion.T, b[1:] - a[1:] * b[0])
+  rhs = b_n[1:] - a_n[1:] * b_n[0]
+  return np.linalg.solve(np.eye(n - 1) - companion.T, rhs)
 
 
 def ema_coefficients(alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +209,7 @@ def _response_at(b: np.ndarray, a: np.ndarray, freqs: np.ndarray) -> np.ndarray:
 
 
 def frequency_response(
-  b: Sequence[float], a: Sequence[float], n: int = 512
+  b: npt.ArrayLike, a: npt.ArrayLike, n: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
   r"""Frequency response of a filter, as ``scipy.signal.freqz(b, a, n)``.
 
@@ -236,6 +240,6 @@ def frequency_response(
   """
   if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
     raise ValueError(f"n must be an int >= 1, got {n!r}")
-  b, a = normalize_coefficients(b, a, check_stable=False)
+  b_n, a_n = normalize_coefficients(b, a, check_stable=False)
   freqs = np.arange(int(n)) / (2.0 * int(n))
-  return freqs, _response_at(b, a, freqs)
+  return freqs, _response_at(b_n, a_n, freqs)

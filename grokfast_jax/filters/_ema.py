@@ -20,7 +20,7 @@ class GrokfastEmaState(NamedTuple):
       accumulator dtype (`None` where the params hold `None`).
   """
 
-  count: jax.Array
+  count: jax.typing.ArrayLike
   mu: optax.Updates
 
 

@@ -23,7 +23,7 @@ class GrokfastIirState(NamedTuple):
       (`None` where the params hold `None`).
   """
 
-  count: jax.Array
+  count: jax.typing.ArrayLike
   delay: optax.Updates
 
 

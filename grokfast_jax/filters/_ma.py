@@ -33,7 +33,7 @@ class GrokfastMaState(NamedTuple):
   updates.
   """
 
-  count: jax.Array
+  count: jax.typing.ArrayLike
   window: optax.Updates
   window_sum: optax.Updates
   cycle_sum: optax.Updates

@@ -23,7 +23,7 @@ class ConstrainWeightNormState(NamedTuple):
       `max_norm` schedule is evaluated at).
   """
 
-  count: jax.Array
+  count: jax.typing.ArrayLike
 
 
 def _canonical_axis(axis: Any) -> Axis:
@@ -64,7 +64,9 @@ def _check_axis(axis: Axis, tree: Any, what: str) -> None:
   jax.tree_util.tree_map_with_path(check, tree, is_leaf=_common.is_none)
 
 
-def _project(p: jax.Array, max_norm: Any, axis: Axis) -> jax.Array:
+def _project(
+  p: jax.Array, max_norm: Any, axis: Axis
+) -> tuple[jax.Array, jax.Array]:
   """`p` scaled down, per slice over `axis`, into the `max_norm` ball (in at
   least float32), and the mask of slices already inside."""
   dt = _common.at_least_f32(p.dtype)

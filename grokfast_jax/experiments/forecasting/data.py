@@ -304,8 +304,9 @@ def load_csv(path: PathLike, target: str = "all") -> CsvSeries:
       if not math.isfinite(value):
         raise ValueError(f"{where}: {cell!r} is not a finite number")
       values[r, c] = value
-  dates = None if date_col is None else [row[date_col] for row in rows]
-  if dates is not None:
+  dates = None
+  if date_col is not None:
+    dates = [row[date_col] for row in rows]
     check_time_order(path, header[date_col], dates, lines)
   return CsvSeries(
     path,

@@ -27,7 +27,7 @@ import importlib.util
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -194,7 +194,7 @@ def plot_forecasts(
   channel: int,
   channel_name: str,
   title: str,
-  dates=None,
+  dates: Optional[Sequence[str]] = None,
 ) -> list[int]:
   """Draws the first test windows of one channel (original units): in each
   panel the look-back history, the truth and the base and BSA forecasts, on

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping, Optional
+from typing import Any, Hashable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,7 +87,9 @@ def gather(
   return jnp.swapaxes(x, 1, 2), jnp.swapaxes(y, 1, 2)
 
 
-def forward(graphdef, params, rest, x):
+def forward(
+  graphdef: nnx.GraphDef, params: Any, rest: Any, x: jax.Array
+) -> tuple[jax.Array, Any]:
   """Forecasts of windows `x` and the model's rest state after the call."""
   # copy=True: fresh Variables at the current trace level.
   model = nnx.merge(graphdef, params, rest, copy=True)
@@ -95,7 +97,7 @@ def forward(graphdef, params, rest, x):
   return pred, nnx.split(model, nnx.Param, ...)[2]
 
 
-def reset_rest(graphdef, params, rest):
+def reset_rest(graphdef: nnx.GraphDef, params: Any, rest: Any) -> Any:
   """The rest state with every Spectral Attention EMA forgotten (`rest`
   itself is left as it is)."""
   model = nnx.merge(graphdef, params, rest, copy=True)
@@ -103,7 +105,7 @@ def reset_rest(graphdef, params, rest):
   return nnx.split(model, nnx.Param, ...)[2]
 
 
-def has_state(rest) -> bool:
+def has_state(rest: Any) -> bool:
   """Whether a model's rest state holds anything (SpectralState EMAs)."""
   return len(jax.tree_util.tree_leaves(rest)) > 0
 
@@ -170,7 +172,7 @@ def finetune_optimizer(
     base = optax.chain(
       optax.add_decayed_weights(weight_decay), optax.adam(rate(lr_base))
     )
-  groups = {
+  groups: dict[Hashable, optax.GradientTransformation] = {
     "spectral": optax.adam(rate(lr_spectral)),
     "base": base,
     "alpha": optax.adam(rate(lr_spectral if lr_alpha is None else lr_alpha)),
@@ -182,7 +184,7 @@ def finetune_optimizer(
 
 
 def update(
-  graphdef,
+  graphdef: nnx.GraphDef,
   tx: optax.GradientTransformation,
   state: dict,
   batch: tuple[jax.Array, jax.Array],
@@ -223,16 +225,16 @@ def update(
 
 
 def stream_sums(
-  graphdef,
-  lookback,
-  horizon,
-  params,
-  rest,
-  series,
-  batches,
-  mask,
-  keep_preds=False,
-):
+  graphdef: nnx.GraphDef,
+  lookback: int,
+  horizon: int,
+  params: Any,
+  rest: Any,
+  series: jax.Array,
+  batches: jax.Array,
+  mask: jax.Array,
+  keep_preds: bool = False,
+) -> tuple[Any, ...]:
   """Squared and absolute error sums over the masked samples of a stream.
 
   Args:
@@ -535,7 +537,7 @@ def evaluate(
 def predict(
   model: nnx.Module,
   fd: fdata.ForecastData,
-  starts,
+  starts: Sequence[int],
   *,
   batch_size: int = 256,
   warm_up: Optional[bool] = None,
@@ -554,9 +556,9 @@ def predict(
   Returns:
     (len(starts), C, H) float32 forecasts in normalized units.
   """
-  starts = np.asarray(starts, np.int64)
+  at = np.asarray(starts, np.int64)
   (*model_args, rest, series), batches, mask = _stream(
-    model, fd, int(starts.min()), int(starts.max()), batch_size, warm_up
+    model, fd, int(at.min()), int(at.max()), batch_size, warm_up
   )
   first = int(np.argmax(mask.any(axis=1)))  # batches before: warm-up only
   if first > 0:
@@ -578,4 +580,4 @@ def predict(
   nnx.update(model, rest)
   preds = np.asarray(preds).reshape(-1, *preds.shape[2:])
   # The stream is consecutive and ends at the last requested start.
-  return preds[len(preds) - 1 - (starts.max() - starts)]
+  return preds[len(preds) - 1 - (at.max() - at)]

@@ -136,15 +136,12 @@ def add_harness_flags(
 def options_from_args(args: argparse.Namespace) -> Options:
   """The harness's flags of `args` (the device flags' defaults when the
   task has none)."""
-  return Options(
-    out=args.out,
-    progress=not args.no_progress,
-    **{
-      f.name: getattr(args, f.name, f.default)
-      for f in dataclasses.fields(Options)
-      if f.name not in ("out", "progress")
-    },
-  )
+  flags: dict[str, Any] = {
+    f.name: getattr(args, f.name, f.default)
+    for f in dataclasses.fields(Options)
+    if f.name not in ("out", "progress")
+  }
+  return Options(out=args.out, progress=not args.no_progress, **flags)
 
 
 def given_from_args(task: Task, args: argparse.Namespace) -> dict[str, Any]:
@@ -290,6 +287,7 @@ def _run_single(task: Task, args: argparse.Namespace) -> int:
 def _run_compare(task: Task, args: argparse.Namespace) -> int:
   from grokfast_jax.experiments.harness import _results
 
+  assert task.plan_compare is not None and task.summarize_compare is not None
   options = options_from_args(args)
   given = given_from_args(task, args)
   ctx, writer = _prepare(options)

@@ -28,7 +28,7 @@ def option(
   group: Optional[str] = None,
   cli: bool = True,
   default_factory: Any = dataclasses.MISSING,
-):
+) -> Any:
   """A dataclass field that is also a command-line flag.
 
   Args:

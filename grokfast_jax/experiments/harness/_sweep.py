@@ -302,6 +302,7 @@ def sweep(
 
     def build(cfg, data_, ctx, chunk=chunk, programs=programs):
       del cfg
+      assert task.build_member is not None
       programs[:] = [task.build_member(m.cfg, data_, ctx, names) for m in chunk]
       return vmap_program(programs)
 
@@ -373,7 +374,9 @@ def median_of(values: Sequence[Optional[float]]) -> Optional[float]:
   ranked = sorted(values, key=lambda v: math.inf if v is None else v)
   n = len(ranked)
   middle = ranked[(n - 1) // 2 : n // 2 + 1]
-  return None if None in middle else statistics.mean(middle)
+  if None in middle:
+    return None
+  return statistics.mean(v for v in middle if v is not None)
 
 
 def summary(

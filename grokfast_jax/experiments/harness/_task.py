@@ -89,7 +89,8 @@ class Program:
   data: Any
   train_epoch: Callable[[Any, Any, Any], tuple[Any, dict[str, Any]]]
   evaluate: Optional[Callable[[Any, Any], tuple[Any, dict[str, Any]]]]
-  entry: Callable[[Mapping[str, Any], Mapping[str, float]], dict[str, Any]]
+  # (epoch metrics, None at an initial evaluation; evaluations) -> entry
+  entry: Callable[[Any, Mapping[str, float]], dict[str, Any]]
   total_epochs: int
   steps_per_epoch: int
   epochs_per_eval: int = 1

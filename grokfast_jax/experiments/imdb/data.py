@@ -118,6 +118,7 @@ def read_csv(path: PathLike, size: int) -> tuple[list[str], np.ndarray]:
     raise ValueError(f"data path {path} is not a file")
   reviews: list[str] = []
   labels: list[int] = []
+  reader = None
   try:
     with open(path, newline="", encoding="utf-8-sig") as f:
       reader = csv.reader(f)
@@ -162,7 +163,7 @@ def read_csv(path: PathLike, size: int) -> tuple[list[str], np.ndarray]:
     raise ValueError(f"{path}: not UTF-8 text ({e})") from e
   except csv.Error as e:
     raise ValueError(
-      f"{path}: malformed CSV near line {reader.line_num} ({e})"
+      f"{path}: malformed CSV near line {reader.line_num if reader else 1} ({e})"
     ) from e
   except OSError as e:
     raise ValueError(f"cannot read data file {path} ({e})") from e
@@ -272,7 +273,7 @@ def build_vocab(
   counts: collections.Counter[str] = collections.Counter()
   for tokens in token_lists:
     counts.update(tokens)
-  ranked = sorted(counts, key=counts.get, reverse=True)[:vocab_size]
+  ranked = sorted(counts, key=lambda w: counts[w], reverse=True)[:vocab_size]
   return {word: rank + 1 for rank, word in enumerate(ranked)}
 
 

@@ -50,9 +50,9 @@ LOSS_NOTE = (
 def load_data(cfg: config_lib.ImdbConfig) -> data_lib.Dataset:
   """The encoded reviews of `cfg` (its data file, size, seed, vocabulary,
   sequence length and stop words)."""
-  settings.require_data(cfg, "the IMDb CSV (header review,sentiment)")
+  path = settings.require_data(cfg, "the IMDb CSV (header review,sentiment)")
   return data_lib.load_dataset(
-    cfg.data,
+    path,
     size=cfg.size,
     seed=cfg.seed,
     vocab_size=cfg.vocab_size,

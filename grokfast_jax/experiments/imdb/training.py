@@ -42,7 +42,14 @@ def hyperparams(cfg: config_lib.ImdbConfig) -> dict[str, float]:
 
 
 def build_optimizer(
-  filter: str, window_size: int, *, lr, weight_decay, clip_norm, alpha, lamb
+  filter: str,
+  window_size: int,
+  *,
+  lr: float | jax.Array,
+  weight_decay: float | jax.Array,
+  clip_norm: float | jax.Array,
+  alpha: float | jax.Array,
+  lamb: float | jax.Array,
 ) -> optax.GradientTransformation:
   """The optimizer from explicit (possibly traced) settings.
 
@@ -207,7 +214,7 @@ def make_train_epoch(
   steps_per_epoch: int,
   batch_size: int,
   shard_batch: Callable[[Any], Any] = settings.identity,
-):
+) -> Callable[..., Any]:
   """The pure epoch ``(state, epoch, data) -> (state, metrics)``:
   :func:`settings.shuffled_epoch` of :func:`update` over the training
   reviews ``data["x"]``, ``data["y"]``. `metrics`: ``train_loss`` and
@@ -226,7 +233,11 @@ def make_train_epoch(
 
 
 def evaluate_params(
-  graphdef: nnx.GraphDef, params, xs, ys, mask
+  graphdef: nnx.GraphDef,
+  params: Any,
+  xs: jax.Array,
+  ys: jax.Array,
+  mask: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
   """Mean BCE and accuracy on the chunks of :func:`eval_chunks`."""
 
@@ -244,7 +255,7 @@ def evaluate_params(
 
 
 @functools.lru_cache(maxsize=32)
-def make_evaluate(graphdef: nnx.GraphDef):
+def make_evaluate(graphdef: nnx.GraphDef) -> Callable[..., Any]:
   """The pure ``(state, data) -> (state, {"val_loss", "val_acc"})`` on every
   validation review (``data["val"]``: the :func:`eval_chunks`). Cached."""
 

@@ -21,7 +21,7 @@ import gzip
 import os
 import zipfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -183,7 +183,7 @@ def load_digits_fallback() -> Dataset:
   """
   from sklearn.datasets import load_digits  # ships its data; no download
 
-  digits = load_digits()
+  digits: Any = load_digits()
   images = np.asarray(digits.images, np.float32) / 16.0
   images = np.kron(images, np.ones((1, 3, 3), np.float32))
   images = np.pad(images, ((0, 0), (2, 2), (2, 2)))

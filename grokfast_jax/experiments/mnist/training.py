@@ -47,7 +47,7 @@ def make_update(
   graphdef: nnx.GraphDef,
   tx: optax.GradientTransformation,
   shard_batch: Callable[[Any], Any] = settings.identity,
-):
+) -> Callable[..., Any]:
   """The pure update of one minibatch.
 
   Args:
@@ -86,7 +86,7 @@ def metrics(
 
 
 @functools.lru_cache(maxsize=32)
-def make_evaluate(graphdef: nnx.GraphDef):
+def make_evaluate(graphdef: nnx.GraphDef) -> Callable[..., Any]:
   """``evaluate(state, data) -> (state, metrics)``: :data:`EVAL_KEYS` on the
   whole training subset and the whole test set. Cached by `graphdef`."""
 
@@ -117,7 +117,7 @@ def init_state(
   cfg: config_lib.MnistConfig,
   in_features: int,
   ctx: harness.Context = harness.Context(),
-):
+) -> tuple[nnx.GraphDef, TrainState]:
   """The model's graph definition and the initial :class:`TrainState`
   (:func:`settings.seed_keys`); the params are placed by `ctx` before the
   optimizer state is made."""

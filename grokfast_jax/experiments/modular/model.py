@@ -21,6 +21,7 @@ sequence): the result is identical to running every position and slicing.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -58,7 +59,7 @@ def linear(
   rngs: nnx.Rngs,
   *,
   use_bias: bool = True,
-  kernel_init=None,
+  kernel_init: Optional[nnx.Initializer] = None,
   zero_bias: bool = False,
 ) -> nnx.Linear:
   """An ``nnx.Linear`` initialized like ``torch.nn.Linear`` unless overridden."""
@@ -97,6 +98,7 @@ class CausalSelfAttention(nnx.Module):
     """
     b, t, d = h.shape
     nh, hd = self.heads, d // self.heads
+    assert self.qkv.bias is not None
     w, bias = self.qkv.kernel[...], self.qkv.bias[...]
     kv = h @ w[:, d:] + bias[d:]
     k, v = jnp.split(kv.reshape(b, t, 2, nh, hd), 2, axis=2)

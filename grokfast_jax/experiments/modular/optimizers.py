@@ -45,7 +45,7 @@ of a vector (:func:`row_axis`).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -259,7 +259,10 @@ def make_optimizer(
         "max_weight_norm": max_weight_norm,
       }
       return make_optimizer(
-        _Swept(cfg, {k: v for k, v in values.items() if k in swept})
+        cast(
+          ModularConfig,
+          _Swept(cfg, {k: v for k, v in values.items() if k in swept}),
+        )
       )
 
     return optax.inject_hyperparams(factory)(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -115,7 +115,7 @@ def make_update(
   graphdef: Any,
   tx: optax.GradientTransformation,
   ctx: harness.Context,
-):
+) -> Callable[..., Any]:
   """The pure per-update function ``update(state, batch)``.
 
   `state` is ``(params, opt_state)``; `batch` is ``(inputs, labels, mask)``
@@ -366,9 +366,10 @@ def spectrum_file(out: Path, run: harness.Run) -> list[Path]:
   if "spectrum" not in run.results:
     return []
   settings = run.results["settings"]
-  cfg = ModularConfig(
-    **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-  )
+  fields: dict[str, Any] = {
+    k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
+  }
+  cfg = ModularConfig(**fields)
   path = Path(out) / "spectrum.png"
   label = run.results.get("run") or "run"
   if optimizers.plot_run_spectrum(

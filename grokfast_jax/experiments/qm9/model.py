@@ -28,7 +28,7 @@ zero; then every parameter is multiplied by `init_scale` (3 in the paper).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -39,6 +39,10 @@ from grokfast_jax.experiments.mnist.model import torch_linear, torch_linear_init
 from grokfast_jax.experiments.qm9 import data as data_lib
 
 EDGE_HIDDEN = 32
+
+
+# Host (NumPy) buffers when built, device arrays inside a step.
+Buffer = Union[np.ndarray, jax.Array]
 
 
 class GraphBatch(NamedTuple):
@@ -59,17 +63,17 @@ class GraphBatch(NamedTuple):
     graph_mask: float32 ``[max_graphs]``, 1 on real graphs.
   """
 
-  x: jax.Array
-  senders: jax.Array
-  receivers: jax.Array
-  edge_attr: jax.Array
-  edge_type: jax.Array
-  edge_table: jax.Array
-  edge_mask: jax.Array
-  node_graph: jax.Array
-  node_mask: jax.Array
-  y: jax.Array
-  graph_mask: jax.Array
+  x: Buffer
+  senders: Buffer
+  receivers: Buffer
+  edge_attr: Buffer
+  edge_type: Buffer
+  edge_table: Buffer
+  edge_mask: Buffer
+  node_graph: Buffer
+  node_mask: Buffer
+  y: Buffer
+  graph_mask: Buffer
 
 
 def gather_batch(
@@ -144,7 +148,7 @@ def gather_batch(
   )
 
 
-def full_batch(molecules) -> GraphBatch:
+def full_batch(molecules: Sequence[Any]) -> GraphBatch:
   """All of `molecules` in one exactly-sized batch, built in NumPy.
 
   Equal to :func:`gather_batch` with every molecule and buffers of exactly

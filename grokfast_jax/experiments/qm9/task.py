@@ -47,11 +47,11 @@ def load_data(cfg: config_lib.Qm9Config) -> Molecules:
   Raises:
     ValueError: no `data` given, or the CSV is missing or malformed.
   """
-  settings.require_data(
+  path = settings.require_data(
     cfg, "the QM9 CSV to read (columns gdb_id, smiles, alpha, uncharacterized)"
   )
-  molecules = data_lib.load_molecules(cfg.data, size=cfg.size)
-  return Molecules(molecules, data_lib.describe_source(cfg.data, molecules))
+  molecules = data_lib.load_molecules(path, size=cfg.size)
+  return Molecules(molecules, data_lib.describe_source(path, molecules))
 
 
 def build(
@@ -154,7 +154,9 @@ def summarize(
     "stopped_early": facts.get("stopped_early", False),
     "total_seconds": facts["seconds_total"],
     "seconds_per_1000_epochs": (
-      1000 * steady / steady_epochs if steady_epochs else None
+      1000 * steady / steady_epochs
+      if steady is not None and steady_epochs
+      else None
     ),
     "losses_file": LOSSES_FILE,
     "history": history,
@@ -210,7 +212,9 @@ plan_compare = functools.partial(
 )
 
 
-def summarize_compare(runs: Mapping[str, Mapping[str, Any]]):
+def summarize_compare(
+  runs: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[str], dict[str, Any]]:
   """The verdicts (Grokfast, the last run, against each other run) and the
   comparison's keys: experiment, data_source, summary, verdicts, the paper's
   lowest val losses and a note on them."""

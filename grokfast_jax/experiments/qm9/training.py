@@ -51,7 +51,7 @@ def make_update(
   graphdef: nnx.GraphDef,
   tx: optax.GradientTransformation,
   shard_batch: Callable[[Any], Any] = settings.identity,
-):
+) -> Callable[..., Any]:
   """The pure update of one padded minibatch.
 
   Args:
@@ -92,7 +92,7 @@ def make_update(
 @functools.lru_cache(maxsize=32)
 def make_train_epoch(
   update: Callable, n_train: int, batch_size: int, buffers: tuple[int, int]
-):
+) -> Callable[..., Any]:
   """One epoch of `update`: ``train_epoch(state, epoch, data) -> (state,
   {"train_loss"})``, as :func:`settings.shuffled_epoch` but over the
   `n_train` molecules of ``data["train"]`` (a :class:`data_lib.PackedGraphs`)
@@ -123,7 +123,7 @@ def make_train_epoch(
 
 
 @functools.lru_cache(maxsize=32)
-def make_evaluate(graphdef: nnx.GraphDef):
+def make_evaluate(graphdef: nnx.GraphDef) -> Callable[..., Any]:
   """``evaluate(state, data) -> (state, {"val_loss", "min_val_loss"})``: the
   MSE over the test molecules ``data["test"]`` (a :class:`GraphBatch`) and
   the lowest so far (kept in the state). Cached by `graphdef`."""

@@ -49,7 +49,12 @@ class Forecaster(nnx.Module):
   """A model whose optional BSA filters the raw window and whose
   ``forecast`` sees it through its RevIN, if it has one."""
 
-  revin = None
+  spectral: Optional[BatchedSpectralAttention]
+  revin: Optional[RevIN] = None
+
+  def forecast(self, x: jax.Array) -> jax.Array:
+    """(B, C, L) windows, normalized by the RevIN if any -> (B, C, H)."""
+    raise NotImplementedError
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """(B, C, L) windows -> (B, C, H) forecasts."""

@@ -69,7 +69,7 @@ top_k 5, 2 layers, 6 kernels).
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, cast
 
 import jax
 import jax.numpy as jnp
@@ -145,6 +145,11 @@ def _conv_same_bwd(pad, residuals, dy):
 conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
 
 
+def _bias(conv: nnx.Conv) -> jax.Array:
+  assert conv.bias is not None
+  return conv.bias[...]
+
+
 class InceptionBlock(nnx.Module):
   """Inception_Block_V1's parameters: `num_kernels` Conv2d (kernel 2i + 1,
   zero padding i) whose outputs the reference averages.
@@ -180,15 +185,15 @@ class InceptionBlock(nnx.Module):
     """The one (2n - 1)^2 HWIO kernel and the bias equal to the mean of the
     n convolutions."""
     n = len(self.kernels)
-    kernel = (
-      sum(
-        jnp.pad(conv.kernel[...], [(n - 1 - i, n - 1 - i)] * 2 + [(0, 0)] * 2)
-        for i, conv in enumerate(self.kernels)
-      )
-      / n
+    kernel = jnp.pad(
+      self.kernels[0].kernel[...], [(n - 1, n - 1)] * 2 + [(0, 0)] * 2
     )
-    bias = sum(conv.bias[...] for conv in self.kernels) / n
-    return kernel, bias
+    bias = _bias(self.kernels[0])
+    for i, conv in enumerate(self.kernels[1:], 1):
+      pad = [(n - 1 - i, n - 1 - i)] * 2 + [(0, 0)] * 2
+      kernel = kernel + jnp.pad(conv.kernel[...], pad)
+      bias = bias + _bias(conv)
+    return kernel / n, bias / n
 
 
 def fold_conv(
@@ -204,7 +209,7 @@ def fold_conv(
   for i, (kernel, bias) in enumerate(convs):
     if i:
       h = jax.nn.gelu(h, approximate=False)
-    h = conv_same(h, kernel, kernel.shape[0] // 2) + bias
+    h = cast(jax.Array, conv_same(h, kernel, kernel.shape[0] // 2)) + bias
   return h.reshape(b, rows * period, d)[:, :t]
 
 
