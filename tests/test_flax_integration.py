@@ -84,6 +84,7 @@ def test_linen_train_state_trains(name):
     state, loss = step(state)
     losses.append(float(loss))
   assert losses[-1] < 0.5 * losses[0]
+  assert int(state.opt_state[0].count) == 60  # the filter ran every step
 
 
 def _train(params, opt_state, tx, steps, x, y):

@@ -285,7 +285,14 @@ def test_warm_up_equals_running_the_history_through_the_module():
   seq_warm = sa.SpectralAttention(C, L, rngs=nnx.Rngs(0))
   sa.warm_up(seq_warm, x[:10])
   np.testing.assert_allclose(seq_warm.ema[...], seq.ema[...], atol=1e-5)
-  sa.warm_up(seq_warm, x[:0])  # empty history: no change
+  # An empty history changes nothing, on a warmed-up module or a fresh one.
+  before = np.asarray(seq_warm.ema[...]).copy()
+  sa.warm_up(seq_warm, x[:0])
+  np.testing.assert_array_equal(seq_warm.ema[...], before)
+  fresh = sa.SpectralAttention(C, L, rngs=nnx.Rngs(0))
+  sa.warm_up(fresh, x[:0])
+  assert not bool(fresh.initialized[...])
+  np.testing.assert_array_equal(fresh.ema[...], 0.0)
   with pytest.raises(ValueError, match="history"):
     sa.warm_up(warm, x[:, :, :2])
 

@@ -144,8 +144,10 @@ def test_stop_at_target_ends_the_run_early():
   assert run.history[-1]["step"] == 0
   run = harness.train(TOY, ToyConfig(stop_at_target=True, target=1.0,
                                      max_steps=400), progress=False)
-  assert run.history[-1]["val_loss"] <= 1.0 < run.history[-2]["val_loss"] \
-      or len(run.history) == 2
+  # It stops at the first evaluation at the target (here the first after
+  # the initial one).
+  assert [h["step"] for h in run.history] == [0, 16]
+  assert run.history[-1]["val_loss"] <= 1.0 < run.history[-2]["val_loss"]
   assert run.history[-1]["step"] < 400
 
 

@@ -311,6 +311,8 @@ def test_make_optimizer_chains_the_filter():
                              -lr * (np.sign([1, -2, 3]) + 0.01), rtol=1e-4)
   np.testing.assert_allclose(out["ema"]["w"],
                              -lr * (np.sign([1, -2, 3]) + 2.0), rtol=1e-4)
+  np.testing.assert_allclose(out["ma"]["w"],
+                             -lr * (np.sign([1, -2, 3]) + 2.0), rtol=1e-4)
 
 
 def test_describe_and_compare_lines():

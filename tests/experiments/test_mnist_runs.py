@@ -71,8 +71,13 @@ def test_cli_mnist_compare_writes_three_runs(tmp_path, capsys):
   wds = {k: v["settings"]["weight_decay"] for k, v in top["runs"].items()}
   assert wds == {"baseline": 0.01, "weight-decay": 2.0, "grokfast-ema": 2.0}
   assert top["dataset"].startswith("sklearn-digits-8x8")
-  assert top["verdict_threshold"] in (0.85, 0.9, 0.95)
-  assert len(top["verdicts"]) == 2
+  # No run gets near 85% in 8 updates: the verdicts fall back to the lowest
+  # mark and say that neither run reached it.
+  assert top["verdict_threshold"] == 0.85
+  assert top["verdicts"] == [
+    "neither run reached 85% (baseline: 8 steps, weight-decay: 8 steps)",
+    "neither run reached 85% (baseline: 8 steps, grokfast-ema: 8 steps)",
+  ]
   assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
   printed = capsys.readouterr().out
   for line in top["verdicts"] + top["summary"]:

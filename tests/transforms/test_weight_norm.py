@@ -146,6 +146,9 @@ def test_bf16_params_and_updates():
     chex.assert_trees_all_equal_dtypes(u, params)
     for leaf in jax.tree.leaves(p):  # bf16 rounding of p + u: 2**-7 relative
       assert np.all(norms(leaf, 0) <= 1.0 + 2**-7)
+  # Projected onto the bound, not shrunk inside it.
+  last = jax.tree.leaves(history[-1][0])
+  assert any(np.any(norms(leaf, 0) > 1.0 - 2**-7) for leaf in last)
 
 
 def test_multisteps_and_apply_if_finite():
@@ -158,6 +161,12 @@ def test_multisteps_and_apply_if_finite():
   for p, _, _ in history:
     for leaf in jax.tree.leaves(p):
       assert np.all(norms(leaf, -1) <= 1.0 + 1e-6)
+  # MultiSteps: no update while accumulating, one every second step.
+  assert all(not np.any(u["w"]) for _, u, _ in history[0::2])
+  assert all(np.any(u["w"]) for _, u, _ in history[1::2])
+  # Projected onto the bound, not shrunk inside it.
+  last = jax.tree.leaves(history[-1][0])
+  assert any(np.any(norms(leaf, -1) > 1.0 - 1e-5) for leaf in last)
   assert int(state.total_notfinite) == 0
 
 
