@@ -96,6 +96,15 @@ autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
 python_use_unqualified_type_names = True
 autodoc_preserve_defaults = True
+# Aliases kept by name in signatures instead of expanded into their unions
+# (the modules use `from __future__ import annotations`, so autodoc sees the
+# annotation as written).
+autodoc_type_aliases = {
+    "_common.ScalarOrSchedule": "ScalarOrSchedule",
+    "ScalarOrSchedule": "ScalarOrSchedule",
+    "npt.ArrayLike": "ArrayLike",
+    "jax.typing.ArrayLike": "ArrayLike",
+}
 autoclass_content = "class"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False

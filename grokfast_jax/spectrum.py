@@ -13,16 +13,18 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Optional, Union
+from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import numpy.typing as npt
 import optax
 
 from grokfast_jax import _common
 from grokfast_jax.filters import _design
+
+# A filter's b or a coefficients.
+Coefficients = Union[Sequence[float], np.ndarray]
 
 
 @jax.tree_util.register_static
@@ -270,7 +272,7 @@ def plot_spectrum(
   power: Any,
   path: Union[str, os.PathLike],
   *,
-  filters: Optional[Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]]] = None,
+  filters: Optional[Mapping[str, tuple[Coefficients, Coefficients]]] = None,
   title: str = "gradient power spectrum",
 ) -> Path:
   """Plots a gradient power spectrum with filters' power gains over it.
