@@ -43,7 +43,9 @@ def test_egd_whitens_only_the_first_layer():
     np.testing.assert_allclose(upd[k], -egd_mlp.LR * grads[k], rtol=1e-6)
 
 
-@pytest.mark.parametrize("method", egd_mlp.METHODS)
+# The plain, the masked SVD and the stateful front (every front is built by
+# each optimizer() call).
+@pytest.mark.parametrize("method", ["sgd", "egd", "grokfast-ma"])
 def test_a_cell_runs_and_reports_every_seed(method):
   cell = egd_mlp.run_cell("+", method, [0, 1], 1, progress=False)
   assert cell["epochs_to_95"] == [None, None] and cell["reached"] == 0
