@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -51,6 +50,7 @@ import numpy as np
 import optax
 
 import grokfast_jax as gj
+from grokfast_jax.experiments.harness import _sweep
 from grokfast_jax.experiments.modular import data as data_lib
 
 OPS = ("*", "+", "-", "/", "x^2+xy+y^2", "s5")
@@ -164,9 +164,7 @@ def run_cell(
       print(f"  {op} {method} epoch {epoch}: test acc {np.round(acc, 3)}, "
             f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
   seconds = time.perf_counter() - t0
-  ranked = sorted(reached, key=lambda r: math.inf if r is None else r)
-  mid = ranked[(len(ranked) - 1) // 2 : len(ranked) // 2 + 1]
-  median = None if None in mid else statistics.mean(mid)
+  median = _sweep.median_of(reached)
   return {
     "op": op,
     "method": method,
