@@ -74,11 +74,12 @@ def run_cell(
   t0 = time.perf_counter()
   results = _sweep.sweep(modular.TASK, members, progress=False)
   wall = time.perf_counter() - t0
-  steps, secs, lows = [], [], []
+  steps, secs, lows, best = [], [], [], []
   for m in members:
     r = results[m.name]
     step = r["steps_to_val_acc_95"]
     steps.append(step)
+    best.append(max(h["val_acc"] for h in r["history"]))
     if step is None:
       continue
     secs.append(r["seconds_to_val_acc_95"])
@@ -98,6 +99,7 @@ def run_cell(
     "max": max(got) if len(got) == len(steps) else None,
     "median_seconds": statistics.median(secs) if secs else None,
     "min_val_acc_after": min(lows) if lows else None,
+    "best_val_acc": best,  # each seed's best (what a cell that missed got)
     "sweep_seconds": wall,
     "backend": jax.default_backend(),
     "device": jax.devices()[0].device_kind,

@@ -120,3 +120,31 @@ def test_recorded_cells_are_not_run_again(tmp_path, monkeypatch, capsys):
   assert "| `+` | fastest-c | 200 (100-300)" in out
   # A second call finds both and runs nothing.
   assert task_table.main(argv) == 0 and ran == [("-", "fastest-c")]
+
+
+def test_a_cell_is_one_sweep_of_its_seeds_with_its_settings(monkeypatch):
+  seen = {}
+  real_sweep = task_table._sweep.sweep
+
+  def spy(task, members, **kw):
+    seen["cfgs"] = [m.cfg for m in members]
+    return real_sweep(task, members, **kw)
+
+  monkeypatch.setattr(task_table._sweep, "sweep", spy)
+  cell = task_table.run_cell("+", "fastest-c", [0, 1], max_steps=20, after=10)
+  assert [c.seed for c in seen["cfgs"]] == [0, 1]
+  assert all(
+    c.max_weight_norm == 1.75 and c.optimizer == "muon" and c.op == "+"
+    for c in seen["cfgs"]
+  )
+  assert cell["settings"] == {
+    "op": "+",
+    "recipe": "fastest",
+    "max_weight_norm": 1.75,
+  }
+  # 20 updates are far from 95%: no seed reached it, and each seed's best
+  # validation accuracy is kept to say how far.
+  assert cell["steps"] == [None, None] and cell["reached"] == 0
+  assert cell["median"] is None and cell["median_seconds"] is None
+  assert len(cell["best_val_acc"]) == 2
+  assert all(0.0 <= a < 0.95 for a in cell["best_val_acc"])
