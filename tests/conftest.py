@@ -15,6 +15,10 @@ jax.config.update("jax_default_matmul_precision", "highest")
 if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_gpu_deterministic_ops=true").strip()
+# Under pytest-xdist every worker is a process of its own: on a GPU each would
+# otherwise reserve most of its memory at start.
+if "PYTEST_XDIST_WORKER" in os.environ:
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 # The command line keeps a persistent compilation cache in the user's cache
 # folder; the suite's commands (in this process and in the subprocesses it
 # starts) leave it alone. test_cli_cache.py turns it on in a temporary one.
