@@ -20,8 +20,11 @@ Data sets (``--datasets``; files under ``--data-dir``) and their conventions:
   series).
 
 ``--protocol quick`` (default) trains as the command does by default;
-``--protocol reference`` as the authors' code (see docs/guides/spectral_attention.md). The
-reference's learning-rate search is not run. ``--max-epochs`` and
+``--protocol reference`` as the authors' code (see docs/guides/spectral_attention.md).
+``--search`` adds the reference's learning-rate search to every run (each
+fine-tuning rate in turn at x 0.7 / 1 / 1.4, chosen by that run's validation
+MSE, for BSA and the control alike; the reference chooses by the mean over
+its three seeds); runs with and without it are recorded apart. ``--max-epochs`` and
 ``--patience`` override the protocol's base training (the first ETT table
 used 8 and 2).
 
@@ -95,6 +98,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                  help="models run with the first seed only (slow ones; the "
                  "table marks them)")
   p.add_argument("--protocol", default="quick", choices=PROTOCOLS)
+  p.add_argument("--search", action="store_true",
+                 help="the reference's learning-rate search in every run "
+                 "(5-7 fine-tunings with BSA, 3 for the control)")
   p.add_argument("--max-epochs", type=int, default=None)
   p.add_argument("--patience", type=int, default=None)
   p.add_argument("--runs", default=None, metavar="FILE.jsonl",
@@ -113,18 +119,23 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
-def run_key(dataset: str, given: dict[str, Any]) -> str:
-  """The record key of one run: the data set and the command's settings."""
+def run_key(dataset: str, given: dict[str, Any], search: bool = False) -> str:
+  """The record key of one run: the data set and the command's settings
+  (with ``"search"`` appended for a searched run, so that the keys of runs
+  without it stay as they were)."""
   cfg = make_config(given)
-  return json.dumps([dataset, dataclasses.asdict(cfg), True], sort_keys=True)
+  return json.dumps([dataset, dataclasses.asdict(cfg), True]
+                    + ["search"] * search, sort_keys=True)
 
 
-def one_run(path: str, given: dict[str, Any]) -> dict[str, Any]:
-  """One command run (base, BSA, control) on the file at `path`."""
+def one_run(path: str, given: dict[str, Any],
+            search: bool = False) -> dict[str, Any]:
+  """One command run (base, BSA, control) on the file at `path`; with
+  `search`, also the rates chosen and tried."""
   series = fdata.load_csv(path)
   out = task.run(series.values, make_config({**given, "data": path}),
-                 control=True)
-  return {k: out[k] for k in KEEP}
+                 control=True, search=search)
+  return {k: out[k] for k in KEEP + ("search",) * search}
 
 
 def _pct(new: float, old: float) -> str:
@@ -187,11 +198,11 @@ def main(argv=None) -> Optional[list[dict[str, Any]]]:
             given["max_epochs"] = args.max_epochs
           if args.patience is not None:
             given["patience"] = args.patience
-          key = run_key(ds, given)
+          key = run_key(ds, given, args.search)
           if key in done:
             runs.append(done[key])
             continue
-          out = one_run(path, given)
+          out = one_run(path, given, args.search)
           runs.append(out)
           if args.runs:
             with open(args.runs, "a") as fh:
@@ -211,7 +222,8 @@ def main(argv=None) -> Optional[list[dict[str, Any]]]:
   print()
   print(verdicts(rows))
   print()
-  print(f"Protocol {args.protocol}; total wall time {total:.0f} s on "
+  print(f"Protocol {args.protocol}, learning-rate search "
+        f"{'used' if args.search else 'not used'}; total wall time {total:.0f} s on "
         f"{platform.machine()} ({os.cpu_count()} CPUs visible); seeds "
         f"{args.seeds} (* = first seed only).")
   if args.json:

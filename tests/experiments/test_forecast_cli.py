@@ -57,6 +57,20 @@ def test_forecast_one_target_writes_results_and_plot(tmp_path, capsys):
   assert (out / "forecast.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_forecast_search_writes_what_it_tried(tmp_path, capsys):
+  path = write_csv(tmp_path / "ett.csv")
+  out = tmp_path / "run"
+  assert forecast(path, out, "--search", "--control") == 0
+  assert "; fine-tuning rates searched" in capsys.readouterr().out
+  results = json.loads((out / "results.json").read_text())
+  assert results["settings"]["search"] and results["settings"]["control"]
+  bsa, control = results["search"]["bsa"], results["search"]["control"]
+  assert len(bsa["tried"]) == 5 and len(control["tried"]) == 3
+  assert results["metrics"]["bsa"]["val"]["mse"] == min(
+      t["val_mse"] for t in bsa["tried"])
+  assert set(control["rates"]) == {"ft_lr_base"}
+
+
 def test_forecast_all_columns_of_a_generic_csv(tmp_path, capsys):
   # A `timestamp` column, arbitrary value columns and an ignored text column.
   path = write_csv(tmp_path / "sensors.csv",

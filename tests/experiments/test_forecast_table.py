@@ -34,3 +34,32 @@ def test_table_refuses_unknown_names(flag, value, capsys):
   with pytest.raises(SystemExit):
     forecast_table.parse_args([flag, value])
   assert f"{flag}: unknown {value}" in capsys.readouterr().err
+
+
+def test_searched_runs_are_recorded_apart(tmp_path, capsys):
+  (tmp_path / "ett").mkdir()
+  write_csv(tmp_path / "ett" / "ETTh1.csv", rows=1500)
+  runs = tmp_path / "runs.jsonl"
+  argv = ["--data-dir", str(tmp_path), "--datasets", "ETTh1", "--horizons",
+          "96", "--models", "dlinear", "--seeds", "0", "--max-epochs", "1",
+          "--runs", str(runs)]
+  plain = forecast_table.main(argv)
+  searched = forecast_table.main(argv + ["--search"])
+  assert "learning-rate search used" in capsys.readouterr().out
+  records = [json.loads(line) for line in runs.read_text().splitlines()]
+  assert len(records) == 2  # the searched run did not reuse the plain one
+  assert "search" not in records[0]["run"]
+  assert set(records[1]["run"]["search"]) == {"bsa", "control"}
+  assert len(records[1]["run"]["search"]["bsa"]["tried"]) == 5
+  # The keys of runs without the search are those recorded before it was
+  # added: the data set, the settings and True.
+  given = {"data": str(tmp_path / "ett" / "ETTh1.csv"), "model": "dlinear",
+           "lookback": 96, "horizon": 96, "seed": 0, "protocol": "quick",
+           "max_epochs": 1}
+  assert json.loads(records[0]["key"])[2:] == [True]
+  assert records[0]["key"] == forecast_table.run_key("ETTh1", given)
+  assert records[1]["key"] == forecast_table.run_key("ETTh1", given, True)
+  # The searched BSA is the best of what it tried, on validation.
+  best = min(t["val_mse"] for t in records[1]["run"]["search"]["bsa"]["tried"])
+  assert records[1]["run"]["bsa_val"] == best
+  assert searched[0]["base_mse"] == plain[0]["base_mse"]  # same base model

@@ -297,6 +297,53 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
     chex.assert_trees_all_equal(again.state, run.state)  # bit for bit
 
 
+def test_search_tries_each_rate_in_turn_and_keeps_the_lowest_val(tmp_path):
+  cfg = ForecastConfig(**{**SMALL.__dict__, "max_epochs": 1, "ft_epochs": 2,
+                          "ft_lr_base": 1e-2})
+  values = small_series()
+  out = task.run(values, cfg, control=True, search=True,
+                 checkpoint_dir=tmp_path)
+  bsa, ctl = out["search"]["bsa"], out["search"]["control"]
+  rb, rs = cfg.ft_lr_base, cfg.ft_lr_spectral
+  # BSA: the base weights' rate x 0.7 / 1 / 1.4, then the mixing rate
+  # x 0.7 / 1.4 around the rates chosen so far (x 1 is the current best).
+  assert [t["rates"] for t in bsa["tried"][:3]] == [
+      {"ft_lr_base": rb * f, "ft_lr_spectral": rs} for f in (0.7, 1.0, 1.4)]
+  first = min(bsa["tried"][:3], key=lambda t: t["val_mse"])
+  assert [t["rates"] for t in bsa["tried"][3:]] == [
+      {"ft_lr_base": first["rates"]["ft_lr_base"], "ft_lr_spectral": rs * f}
+      for f in (0.7, 1.4)]
+  assert [t["rates"] for t in ctl["tried"]] == [
+      {"ft_lr_base": rb * f} for f in (0.7, 1.0, 1.4)]
+  for model, found in (("bsa", bsa), ("control", ctl)):
+    vals = [t["val_mse"] for t in found["tried"]]
+    assert len(set(vals)) == len(vals)  # the rates matter here
+    best = min(found["tried"], key=lambda t: t["val_mse"])
+    assert found["rates"] == best["rates"]
+    assert out["metrics"][model]["val"]["mse"] == best["val_mse"]
+  assert out["bsa_val"] == min(t["val_mse"] for t in bsa["tried"])
+  # The model kept is the chosen rates' fine-tuning, as a run without the
+  # search at those rates trains it.
+  again = task.run(values, ForecastConfig(**{**cfg.__dict__, **bsa["rates"]}))
+  assert again["metrics"]["bsa"] == out["metrics"]["bsa"]
+  assert "search" not in again
+  # One checkpoint folder per candidate, under its stage's.
+  assert len(list((tmp_path / "finetune").iterdir())) == 5
+  assert len(list((tmp_path / "control").iterdir())) == 3
+
+
+def test_search_tunes_learned_smoothing_factors_last():
+  assert list(task.search_rates(SMALL, "finetune")) == ["ft_lr_base",
+                                                        "ft_lr_spectral"]
+  learned = ForecastConfig(**{**SMALL.__dict__, "learnable_alpha": True,
+                              "ft_lr_alpha": 3e-3})
+  assert task.search_rates(learned, "finetune") == {
+      "ft_lr_base": SMALL.ft_lr_base, "ft_lr_spectral": SMALL.ft_lr_spectral,
+      "ft_lr_alpha": 3e-3}
+  assert task.search_rates(learned, "control") == {
+      "ft_lr_base": SMALL.ft_lr_base}
+
+
 def test_existing_checkpoints_need_resume_and_the_same_settings(tmp_path):
   values = small_series()
   cfg = ForecastConfig(**{**SMALL.__dict__, "max_epochs": 1, "ft_epochs": 1})

@@ -252,7 +252,8 @@ class ForecastConfig:
     }
 
 
-#: The command's flags that are not settings of the run.
+#: The command's flags that are not settings of the run (what to run it on
+#: and which runs to make).
 FLAGS = (
   Flag(
     "--data",
@@ -271,6 +272,15 @@ FLAGS = (
     "control",
     help="also fine-tune the base model WITHOUT "
     "BSA by the same protocol (separates BSA from the extra training)",
+    switch=True,
+  ),
+  Flag(
+    "--search",
+    "search",
+    help="the reference's learning-rate search: each fine-tuning rate in "
+    "turn (base weights, BSA mixing, learned smoothing factors) at x0.7, x1 "
+    "and x1.4, keeping the fine-tuning of lowest validation MSE, for BSA "
+    "and the control alike (5-7 fine-tunings instead of 1)",
     switch=True,
   ),
 )

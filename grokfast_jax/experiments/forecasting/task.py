@@ -49,6 +49,9 @@ UNITS = (
 PLOT_WINDOWS = 3
 # Stage -> its model's name in the results.
 _MODELS = {"base": "base", "finetune": "bsa", "control": "control"}
+#: The learning-rate search (``--search``): each fine-tuning rate in turn,
+#: times these factors, as the BSA reference searches them.
+SEARCH_FACTORS = (0.7, 1.0, 1.4)
 # The harness keys kept per stage in the command's results.json.
 _STAGE_KEYS = (
   "steps_per_epoch",
@@ -62,11 +65,34 @@ _STAGE_KEYS = (
 )
 
 
+def search_rates(cfg: ForecastConfig, stage: str) -> dict[str, float]:
+  """The fine-tuning learning rates ``--search`` tunes for a stage, in the
+  order it tunes them, at their starting values: the base weights', then
+  (with BSA) the mixing logits' and, if the smoothing factors are learned,
+  theirs (`ft_lr_alpha`, or `ft_lr_spectral` where it is None).
+
+  Examples:
+    >>> search_rates(ForecastConfig(), "control")
+    {'ft_lr_base': 1e-05}
+    >>> search_rates(ForecastConfig(learnable_alpha=True), "finetune")
+    {'ft_lr_base': 1e-05, 'ft_lr_spectral': 0.01, 'ft_lr_alpha': 0.01}
+  """
+  rates = {"ft_lr_base": cfg.ft_lr_base}
+  if stage == "finetune":
+    rates["ft_lr_spectral"] = cfg.ft_lr_spectral
+    if cfg.learnable_alpha:
+      rates["ft_lr_alpha"] = (
+        cfg.ft_lr_spectral if cfg.ft_lr_alpha is None else cfg.ft_lr_alpha
+      )
+  return rates
+
+
 def run(
   values: np.ndarray,
   cfg: ForecastConfig,
   *,
   control: bool = False,
+  search: bool = False,
   keep_models: bool = False,
   progress: bool = False,
   checkpoint_dir: Optional[str | os.PathLike] = None,
@@ -81,10 +107,16 @@ def run(
     control: also fine-tune a copy of the base model WITHOUT BSA by the same
       protocol (consecutive batches, same optimizer, epochs and selection),
       to separate the effect of BSA from that of the extra training.
+    search: the reference's learning-rate search: each rate of
+      :func:`search_rates` in turn is tried at x 0.7, 1 and 1.4 of its
+      current value (the others held), and the fine-tuning of lowest
+      validation MSE is kept, for BSA and for the control alike (5 or 7
+      fine-tunings with BSA, 3 for the control, instead of 1 each).
     keep_models: also return the data and the trained models.
     progress: show a progress bar per stage.
     checkpoint_dir: checkpoint each stage in a sub-folder ("base",
-      "finetune", "control") of this folder; None: no checkpoints.
+      "finetune", "control") of this folder, with `search` each candidate in
+      a sub-folder of its stage's, named by its rates; None: no checkpoints.
     checkpoint_every: evaluations (epochs) between checkpoints.
     resume: continue from the checkpoints in `checkpoint_dir` (stages
       already finished are restored, not trained again).
@@ -93,9 +125,10 @@ def run(
     A dict with "base" and "bsa" (and "control") test metrics
     ({"mse", "mae"}), their validation MSEs ("base_val", "bsa_val"),
     "metrics" (model -> {"val", "test"} -> {"mse", "mae"}), the per-epoch
-    "log", "seconds" and "runs" (stage -> harness ``Run``); with
-    `keep_models`, "data" (the :class:`data.ForecastData`) and "models"
-    (model -> nnx.Module).
+    "log", "seconds" and "runs" (stage -> harness ``Run``); with `search`,
+    "search" (model -> {"rates": the chosen rates, "tried": [{"rates",
+    "val_mse"}, ...] in the order tried}); with `keep_models`, "data" (the
+    :class:`data.ForecastData`) and "models" (model -> nnx.Module).
   """
   t0 = time.perf_counter()
   fd = fdata.make_forecast_data(
@@ -106,29 +139,64 @@ def run(
     ratios=cfg.ratios,
     max_rows=cfg.max_rows,
   )
-  runs, models, metrics = {}, {}, {}
-  for name in ("base", "finetune") + ("control",) * control:
-    stage = training.Stage(cfg, name)
-    start = runs["base"].state["best_params"] if runs else None
-    done = runs[name] = harness.train(
+
+  def train(name: str, stage_cfg: ForecastConfig, folder: str) -> tuple:
+    stage = training.Stage(stage_cfg, name)
+    start = None if name == "base" else runs["base"].state["best_params"]
+    done = harness.train(
       TASK,
       stage,
       training.StageData(fd, start),
-      label=f"{cfg.model} {name}",
+      label=f"{cfg.model} {folder}",
       progress=progress,
       resume=resume,
       checkpoint_every=checkpoint_every,
       checkpoint_dir=(
-        None if checkpoint_dir is None else Path(checkpoint_dir) / name
+        None if checkpoint_dir is None else Path(checkpoint_dir) / folder
       ),
     )
-    model = models[_MODELS[name]] = training.stage_model(
+    model = training.stage_model(
       stage, fd, done.state["best_params"], done.state["rest"]
     )
-    metrics[_MODELS[name]] = {
+    scores = {
       split: training.evaluate(model, fd, split, batch_size=cfg.eval_batch_size)
       for split in ("val", "test")
     }
+    return done, model, scores
+
+  def searched(name: str) -> tuple:
+    rates = search_rates(cfg, name)
+    found: dict[tuple[float, ...], tuple] = {}
+    tried: list[dict[str, Any]] = []
+
+    def val(key: tuple[float, ...]) -> float:
+      return found[key][2]["val"]["mse"]
+
+    best = tuple(rates.values())  # not trained yet: the first try replaces it
+    for group in list(rates):
+      for factor in SEARCH_FACTORS:
+        cand = {**rates, group: rates[group] * factor}
+        key = tuple(cand.values())
+        if key not in found:  # x 1 of a later rate: the current best
+          tag = "-".join(
+            f"{k.removeprefix('ft_lr_')}{v:.4g}" for k, v in cand.items()
+          )
+          found[key] = train(
+            name, dataclasses.replace(cfg, **cand), f"{name}/{tag}"
+          )
+          tried.append({"rates": cand, "val_mse": val(key)})
+        if best not in found or val(key) < val(best):
+          best = key
+      rates = dict(zip(rates, best))
+    return found[best], {"rates": rates, "tried": tried}
+
+  runs, models, metrics, searches = {}, {}, {}, {}
+  for name in ("base", "finetune") + ("control",) * control:
+    if search and name != "base":
+      chosen, searches[_MODELS[name]] = searched(name)
+    else:
+      chosen = train(name, cfg, name)
+    runs[name], models[_MODELS[name]], metrics[_MODELS[name]] = chosen
   out: dict[str, Any] = {name: m["test"] for name, m in metrics.items()}
   out.update(
     base_val=metrics["base"]["val"]["mse"],
@@ -137,6 +205,8 @@ def run(
     log=[e for r in runs.values() for e in r.results["log"]],
     runs=runs,
   )
+  if search:
+    out["search"] = searches
   if keep_models:
     out.update(data=fd, models=models)
   out["seconds"] = time.perf_counter() - t0
@@ -184,6 +254,8 @@ def describe(results: Mapping[str, Any]) -> str:
       f"; control fine-tune without BSA: MSE {c['mse']:.3f} "
       f"({pct_change(c['mse'], b['mse']):+.1f}%)"
     )
+  if "search" in results:
+    line += "; fine-tuning rates searched"
   return line
 
 
@@ -267,6 +339,7 @@ def _command(
   """
   cfg = task.make_config(given)
   target, control = given.get("target", "all"), bool(given.get("control"))
+  search = bool(given.get("search"))
   series = fdata.load_csv(given["data"], target)
   fdata.check_rows(
     len(series.values),
@@ -293,6 +366,7 @@ def _command(
     series.values,
     cfg,
     control=control,
+    search=search,
     keep_models=True,
     progress=options.progress,
     checkpoint_dir=options.checkpoint_dir,
@@ -331,7 +405,11 @@ def _command(
       "split_rows": dict(zip(("train", "val", "test"), borders)),
       "windows": {k: len(v) for k, v in fd.starts.items()},
     },
-    "settings": {**dataclasses.asdict(cfg), "control": control},
+    "settings": {
+      **dataclasses.asdict(cfg),
+      "control": control,
+      "search": search,
+    },
     "units": UNITS,
     "metrics": metrics,
     "bsa_change_percent": {
@@ -347,6 +425,7 @@ def _command(
       "window_starts": plotted,
     },
     "log": result["log"],
+    **({"search": result["search"]} if search else {}),
     "stages": {
       name: {k: r.results[k] for k in _STAGE_KEYS} for name, r in runs.items()
     },
