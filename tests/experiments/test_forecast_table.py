@@ -8,13 +8,19 @@ from benchmarks.studies import forecast_table
 from tests.experiments.test_forecast_cli import write_csv
 
 
-def test_table_records_its_runs_and_resumes(tmp_path, capsys):
-  (tmp_path / "ett").mkdir()
-  write_csv(tmp_path / "ett" / "ETTh1.csv", rows=1500)
-  runs = tmp_path / "runs.jsonl"
-  argv = ["--data-dir", str(tmp_path), "--datasets", "ETTh1", "--horizons",
+def small_table(folder):
+  """The study's arguments for one DLinear run on a small ETTh1.csv in
+  `folder`, recorded in folder/runs.jsonl (returned too)."""
+  (folder / "ett").mkdir()
+  write_csv(folder / "ett" / "ETTh1.csv", rows=1500)
+  runs = folder / "runs.jsonl"
+  return ["--data-dir", str(folder), "--datasets", "ETTh1", "--horizons",
           "96", "--models", "dlinear", "--seeds", "0", "--max-epochs", "1",
-          "--runs", str(runs)]
+          "--runs", str(runs)], runs
+
+
+def test_table_records_its_runs_and_resumes(tmp_path, capsys):
+  argv, runs = small_table(tmp_path)
   rows = forecast_table.main(argv)
   out = capsys.readouterr().out
   assert "| ETTh1 | 96 | dlinear | 1 |" in out
@@ -37,12 +43,7 @@ def test_table_refuses_unknown_names(flag, value, capsys):
 
 
 def test_searched_runs_are_recorded_apart(tmp_path, capsys):
-  (tmp_path / "ett").mkdir()
-  write_csv(tmp_path / "ett" / "ETTh1.csv", rows=1500)
-  runs = tmp_path / "runs.jsonl"
-  argv = ["--data-dir", str(tmp_path), "--datasets", "ETTh1", "--horizons",
-          "96", "--models", "dlinear", "--seeds", "0", "--max-epochs", "1",
-          "--runs", str(runs)]
+  argv, runs = small_table(tmp_path)
   plain = forecast_table.main(argv)
   searched = forecast_table.main(argv + ["--search"])
   assert "learning-rate search used" in capsys.readouterr().out
